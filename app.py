@@ -16,22 +16,22 @@ if os.environ.get("SPACE_ID"):  # on a Hugging Face Space: pip there can't say -
 import gradio as gr  # noqa: E402
 
 from chat.ui import i18n  # noqa: E402
-from chat.ui import tokens_tab  # noqa: E402
-# from chat.ui import chat_tab
-# from chat.ui import next_token_tab
-# from chat.ui import mnist_tab
+from chat import models  # noqa: E402
+from chat.ui import chat_tab, next_token_tab, tokens_tab  # noqa: E402
+from chat.ui import mnist_tab  # noqa: E402
 # from chat.ui import tinygpt_tab
 
 
 def build_app() -> gr.Blocks:
+    models.register_chat_tokenizer()  # the chat model's tokenizer joins the Tokens tab's comparison
     with gr.Blocks(title="ChatLab") as demo:
         gr.Markdown(i18n.T("app.title"), elem_id="chatlab-title")
         gr.Markdown(i18n.T("app.intro"))
         with gr.Tabs():
             tokens_tab.build()
-            # chat_tab.build()
-            # next_token_tab.build()
-            # mnist_tab.build()
+            chat_tab.build()
+            next_token_tab.build()
+            mnist_tab.build()
             # tinygpt_tab.build()
     demo.queue(default_concurrency_limit=4)
     return demo
@@ -40,6 +40,7 @@ def build_app() -> gr.Blocks:
 CSS = """
 .token-pane .textfield { white-space: pre-wrap; line-height: 1.9; }
 #chatlab-title h1, #chatlab-title p { margin-bottom: 0; }
+.chat-row { flex-direction: row-reverse; }
 """
 
 
@@ -55,11 +56,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
                         help="port (default: 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
+    parser.add_argument("--model", default=os.environ.get("CHATLAB_MODEL", models.DEFAULT_MODEL),
+                        help="chat model: smollm2-135m-instruct (default), a local model folder, a .gguf file, "
+                             "or a Hugging Face hub id (online only)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    os.environ["CHATLAB_MODEL"] = args.model
+    models.preload_in_background()
     build_app().launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
 
 

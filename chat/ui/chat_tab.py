@@ -1,0 +1,168 @@
+"""The Chat tab: streaming chat with a local instruct model, a stop that really stops, stats, and the exact prompt."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import gradio as gr
+
+from chat import generation, models
+from chat.ui.i18n import STRINGS, T, tr
+
+SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")  # <|im_start|>, <|im_end|>, <|endoftext|> ...
+_CANCELS: dict[str, threading.Event] = {}  # session -> the cancel event of its reply in progress
+_CANCELS_LOCK = threading.Lock()
+
+
+def model_status(request: gr.Request) -> str:
+    try:
+        loaded = models.get_model()
+    except models.ModelLoadError as error:
+        return "⚠️ " + tr(request, "chat.model_error", error=error)
+    return tr(request, "chat.model_status", title=loaded.title, dtype=str(loaded.dtype).replace("torch.", ""),
+              device=loaded.device.type, context=loaded.context_window, source=loaded.source,
+              seconds=loaded.load_seconds)
+
+
+def prompt_view(prompt_text: str) -> list[tuple[str, str | None]]:
+    """The rendered template as spans, special tokens labelled so they stand out."""
+    return [(part, "special" if SPECIAL.fullmatch(part) else None) for part in SPECIAL.split(prompt_text) if part]
+
+
+def gauge(used: int, window: int, request: gr.Request | None) -> str:
+    percent = 100 * used / window if window else 0
+    filled = min(20, round(percent / 5))
+    return f"`{'█' * filled}{'░' * (20 - filled)}` " + tr(request, "chat.gauge", used=used, window=window,
+                                                        percent=percent)
+
+
+def stats_line(stats: generation.ReplyStats, request: gr.Request | None) -> str:
+    ttft = f"{stats.ttft_s:.2f} s" if stats.ttft_s is not None else "–"
+    speed = tr(request, "chat.speed", value=stats.tokens_per_s) if stats.tokens_per_s else "–"
+    reason = tr(request, f"chat.reason_{stats.finish_reason or 'stop'}")
+    return "📊 " + tr(request, "chat.stats", new_tokens=stats.new_tokens, ttft=ttft, speed=speed, reason=reason)
+
+
+def conversation(history: list[dict], system: str, message: str | None = None) -> list[dict]:
+    """The turns the model should see: system prompt, the history without stats notes, then the new message."""
+    turns = [{"role": "system", "content": system}] if system and system.strip() else []
+    for item in history or []:
+        if isinstance(item, dict) and not (item.get("metadata") or {}).get("title"):
+            turns.append({"role": item.get("role"), "content": generation.flatten_content(item.get("content"))})
+    if message is not None:
+        turns.append({"role": "user", "content": message})
+    return generation.normalize_messages(turns)
+
+
+def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
+            max_new_tokens: int, repetition_penalty: float, seed: int, request: gr.Request):
+    """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive."""
+    message = generation.flatten_content(message)
+    if not message.strip():
+        raise gr.Error(tr(request, "chat.bad_input", error="Type a message first."))
+    params = generation.GenerationParams(
+        temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), max_new_tokens=int(max_new_tokens),
+        repetition_penalty=float(repetition_penalty), seed=None if seed is None or int(seed) < 0 else int(seed))
+    try:
+        if not models._SHARED:
+            gr.Info(tr(request, "chat.loading"))
+        loaded = models.get_model()
+        cancel = threading.Event()
+        stream = generation.stream_chat(conversation(history, system, message), params, loaded, cancel)
+    except models.ModelLoadError as error:
+        raise gr.Error(tr(request, "chat.model_error", error=error)) from None
+    except ValueError as error:
+        raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
+    key = getattr(request, "session_hash", None) or str(id(stream))
+    with _CANCELS_LOCK:
+        _CANCELS[key] = cancel
+    used = len(stream.prompt.ids)
+    view = prompt_view(stream.prompt.text)
+    notes = tr(request, "chat.dropped", n=stream.prompt.dropped) if stream.prompt.dropped else ""
+    header = gr.update(value=view, label=tr(request, "chat.prompt_tokens", tokens=used))
+    try:
+        answer = ""
+        for delta in stream:
+            answer += delta
+            yield answer, notes, gauge(used + stream._streamer.tokens, loaded.context_window, request), header
+    except RuntimeError as error:
+        raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
+    finally:
+        with _CANCELS_LOCK:
+            if _CANCELS.get(key) is cancel:
+                del _CANCELS[key]
+    line = stats_line(stream.stats, request)
+    messages = [{"role": "assistant", "content": answer},
+                {"role": "assistant", "content": "", "metadata": {"title": line, "status": "done"}}]
+    yield messages, notes, gauge(used + stream.stats.new_tokens, loaded.context_window, request), header
+
+
+def stop_reply(request: gr.Request) -> None:
+    """The stop button: halt this session's generate() right away (Gradio's cancel alone leaves the thread running)."""
+    with _CANCELS_LOCK:
+        cancel = _CANCELS.get(getattr(request, "session_hash", None))
+    if cancel is not None:
+        cancel.set()
+
+
+def export(history: list[dict], system: str):
+    """Markdown and JSON files of the conversation (stats notes left out)."""
+    turns = conversation(history, system)
+    folder = Path(tempfile.mkdtemp(prefix="chatlab-chat-"))
+    markdown = "\n\n".join(f"**{t['role']}**:\n\n{t['content']}" for t in turns) + "\n"
+    (folder / "conversation.md").write_text(markdown, encoding="utf-8")
+    (folder / "conversation.json").write_text(json.dumps(turns, ensure_ascii=False, indent=2), encoding="utf-8")
+    return str(folder / "conversation.md"), str(folder / "conversation.json")
+
+
+def build() -> None:
+    with gr.Tab(T("chat.tab"), id="chat"):
+        gr.Markdown(T("chat.intro"))
+        status = gr.Markdown(elem_id="chat-model-status")
+        # The prompt panel is declared first (ChatInterface needs its outputs to exist); CSS shows it on the right.
+        with gr.Row(equal_height=False, elem_classes="chat-row"):
+            with gr.Column(scale=2):
+                context = gr.Markdown(elem_id="chat-gauge")
+                gr.Markdown(T("chat.prompt_help"))
+                prompt = gr.HighlightedText(label=T("chat.prompt_panel"), color_map={"special": "#fbbf24"},
+                                            show_legend=False, show_inline_category=False, elem_id="chat-prompt",
+                                            elem_classes="token-pane")
+                with gr.Accordion(T("chat.export"), open=False):
+                    with gr.Row():
+                        export_md = gr.DownloadButton(T("chat.export_md"), elem_id="chat-export-md")
+                        export_json = gr.DownloadButton(T("chat.export_json"), elem_id="chat-export-json")
+            with gr.Column(scale=3):
+                with gr.Accordion(T("chat.settings"), open=False):
+                    system = gr.Textbox(STRINGS["chat.system_default"][0], label=T("chat.system"), lines=2,
+                                        elem_id="chat-system")
+                    with gr.Row():
+                        temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label=T("chat.temperature"),
+                                                info=T("chat.temperature_info"), elem_id="chat-temperature")
+                        top_p = gr.Slider(0.05, 1.0, 0.9, step=0.05, label=T("chat.top_p"), info=T("chat.top_p_info"))
+                        top_k = gr.Slider(0, 200, 50, step=1, label=T("chat.top_k"), info=T("chat.top_k_info"))
+                    with gr.Row():
+                        max_new_tokens = gr.Slider(1, 1024, 256, step=1, label=T("chat.max_new_tokens"),
+                                                   elem_id="chat-max-new-tokens")
+                        repetition_penalty = gr.Slider(0.8, 1.5, 1.1, step=0.01, label=T("chat.repetition_penalty"))
+                        seed = gr.Number(-1, precision=0, label=T("chat.seed"), minimum=-1, maximum=2**32 - 1)
+                notes = gr.Markdown(elem_id="chat-notes")
+                chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
+                interface = gr.ChatInterface(
+                    respond, chatbot=chatbot, editable=True, api_name="chat",
+                    textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
+                                       stop_btn=True),
+                    additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed],
+                    additional_outputs=[notes, context, prompt],
+                    examples=[[STRINGS[f"chat.example_{i}"][0]] for i in range(1, 5)],
+                    run_examples_on_click=True, concurrency_limit=2, fill_height=False,
+                )
+        interface.textbox.stop(stop_reply, None, None, queue=False, api_visibility="private")
+        chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
+                       show_progress="hidden")
+        gr.on([chatbot.clear], lambda: ("", "", []), None, [notes, context, prompt], api_visibility="private")
+        # On page load (no inputs): shows the model once it is ready; app.py preloads it at start-up.
+        gr.on(None, model_status, None, status, api_visibility="private", concurrency_limit=None,
+              show_progress="minimal")

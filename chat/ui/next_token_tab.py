@@ -1,0 +1,152 @@
+"""The Next-token tab (文字接龙): the model's real next-token probabilities, reshaped live, then step, sample or pick."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gradio as gr
+import pandas as pd
+
+from chat import generation, models
+from chat.tokens import describe_bytes
+from chat.ui.i18n import T, tr
+
+TOP = 12  # candidates shown
+EXAMPLES = [["The capital of France is"], ["Once upon a time, there was a"], ["我爱北京天"],
+            ["def fibonacci(n):"], ["人工智能是"]]
+VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "→"})
+
+
+def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[dict]:
+    """The model's 12 most likely next tokens for `text`: id, label, raw and shaped probabilities."""
+    try:
+        return [asdict(c) for c in generation.next_token_candidates(text, temperature, int(top_k), top_p, TOP)]
+    except (ValueError, models.ModelLoadError) as error:
+        raise gr.Error(str(error)) from None
+
+
+def _label(candidate: generation.Candidate, rank: int) -> str:
+    shown = candidate.label if candidate.partial else candidate.label.translate(VISIBLE)
+    return f"{rank}. {shown}"
+
+
+def _text_view(session: generation.NextTokenSession) -> list[tuple[str, str | None]]:
+    spans: list[tuple[str, str | None]] = [(session.prompt_text, None)]
+    pieces = generation.group_tokens(session.generated, session.tokenizer.token_bytes)
+    for step, piece in enumerate(pieces):
+        try:
+            text = piece.raw.decode("utf-8")
+        except UnicodeDecodeError:  # the newest token is half a character: show its bytes until it completes
+            text = describe_bytes(piece.raw)
+        spans.append((text, "even" if step % 2 == 0 else "odd"))
+    return spans
+
+
+def views(session, temperature: float, top_k: int, top_p: float, request: gr.Request):
+    """Bar charts (raw and shaped), the clickable candidates, the growing text and a status line."""
+    if session is None:
+        empty = pd.DataFrame({"token": [], "probability": []})
+        return empty, empty, gr.update(choices=[], value=None), [], tr(request, "next.no_session")
+    try:
+        found = session.candidates(temperature, int(top_k), top_p, TOP)
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    labels = [_label(c, rank) for rank, c in enumerate(found, 1)]
+    raw = pd.DataFrame({"token": labels, "probability": [c.raw_prob for c in found]})
+    shaped = pd.DataFrame({"token": labels, "probability": [c.shaped_prob for c in found]})
+    choices = []
+    for label, c in zip(labels, found):
+        extra = f" ({tr(request, 'next.completes', char=c.completes)})" if c.completes else ""
+        choices.append((f"{label}{extra} · {c.raw_prob:.1%} → {c.shaped_prob:.1%}", str(c.token_id)))
+    top = found[0]
+    status = tr(request, "next.status", prompt=session.prompt_len, generated=len(session.generated),
+                top=labels[0].split(". ", 1)[1], p=top.raw_prob)
+    return raw, shaped, gr.update(choices=choices, value=None), _text_view(session), status
+
+
+def start(prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float, request: gr.Request):
+    try:
+        session = generation.NextTokenSession(prompt or "", chat=as_chat)
+    except (ValueError, models.ModelLoadError) as error:
+        raise gr.Error(tr(request, "next.error", error=error)) from None
+    return session, *views(session, temperature, top_k, top_p, request)
+
+
+def _step(action):
+    def handler(session, temperature: float, top_k: int, top_p: float, request: gr.Request):
+        if session is None:
+            raise gr.Error(tr(request, "next.no_session"))
+        try:
+            action(session, temperature, int(top_k), top_p)
+        except ValueError as error:
+            gr.Warning(tr(request, "next.error", error=error))
+        return session, *views(session, temperature, top_k, top_p, request)
+    return handler
+
+
+def _sample_ten(session, temperature, top_k, top_p):
+    for _ in range(10):
+        session.sample(temperature, top_k, top_p)
+
+
+def pick(session, choice: str | None, temperature: float, top_k: int, top_p: float, request: gr.Request):
+    if choice is None:
+        return session, *views(session, temperature, top_k, top_p, request)
+    return _step(lambda s, *_: s.append(int(choice)))(session, temperature, top_k, top_p, request)
+
+
+def open_tab(session, prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float,
+             request: gr.Request):
+    """Opening the tab starts the game on the default prompt, unless a game is already going."""
+    if session is not None:
+        return session, *views(session, temperature, top_k, top_p, request)
+    return start(prompt, as_chat, temperature, top_k, top_p, request)
+
+
+def build() -> None:
+    with gr.Tab(T("next.tab"), id="next_token") as tab:
+        gr.Markdown(T("next.intro"))
+        session = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(EXAMPLES[0][0], label=T("next.prompt"), lines=2, elem_id="next-prompt")
+                gr.Examples(EXAMPLES, inputs=[prompt])
+                as_chat = gr.Checkbox(label=T("next.as_chat"))
+            with gr.Column(scale=2):
+                temperature = gr.Slider(0.0, 2.0, 1.0, step=0.05, label=T("chat.temperature"),
+                                        info=T("chat.temperature_info"), elem_id="next-temperature")
+                top_k = gr.Slider(0, 100, 0, step=1, label=T("chat.top_k"), info=T("chat.top_k_info"),
+                                  elem_id="next-top-k")
+                top_p = gr.Slider(0.05, 1.0, 1.0, step=0.05, label=T("chat.top_p"), info=T("chat.top_p_info"),
+                                  elem_id="next-top-p")
+        with gr.Row():
+            start_btn = gr.Button(T("next.start"), variant="primary", elem_id="next-start")
+            greedy_btn = gr.Button(T("next.greedy"), elem_id="next-greedy")
+            sample_btn = gr.Button(T("next.sample"), elem_id="next-sample")
+            ten_btn = gr.Button(T("next.steps"), elem_id="next-ten")
+            undo_btn = gr.Button(T("next.undo"), elem_id="next-undo")
+        status = gr.Markdown(elem_id="next-status")
+        text = gr.HighlightedText(label=T("next.text"), color_map={"even": "#a7f3d0", "odd": "#bfdbfe"},
+                                  show_legend=False, show_inline_category=False, elem_id="next-text",
+                                  elem_classes="token-pane")
+        with gr.Row():
+            raw_plot = gr.BarPlot(x="token", y="probability", label=T("next.raw"), sort="-y", y_lim=[0, 1],
+                                  x_label_angle=-40, height=340, elem_id="next-raw")
+            shaped_plot = gr.BarPlot(x="token", y="probability", label=T("next.shaped"), sort="-y", y_lim=[0, 1],
+                                     x_label_angle=-40, height=340, elem_id="next-shaped")
+        candidates = gr.Radio([], label=T("next.pick"), elem_id="next-candidates")
+        gr.Markdown(T("next.explain"))
+
+        knobs = [temperature, top_k, top_p]
+        shown = [raw_plot, shaped_plot, candidates, text, status]
+        common = dict(api_visibility="private", concurrency_id="model", show_progress="minimal")
+        tab.select(open_tab, [session, prompt, as_chat, *knobs], [session, *shown], **common)
+        start_btn.click(start, [prompt, as_chat, *knobs], [session, *shown], **common)
+        prompt.submit(start, [prompt, as_chat, *knobs], [session, *shown], **common)
+        greedy_btn.click(_step(lambda s, *_: s.greedy()), [session, *knobs], [session, *shown], **common)
+        sample_btn.click(_step(lambda s, t, k, p: s.sample(t, k, p)), [session, *knobs], [session, *shown], **common)
+        ten_btn.click(_step(_sample_ten), [session, *knobs], [session, *shown], **common)
+        undo_btn.click(_step(lambda s, *_: s.undo()), [session, *knobs], [session, *shown], **common)
+        candidates.input(pick, [session, candidates, *knobs], [session, *shown], **common)
+        for knob in knobs:
+            knob.release(views, [session, *knobs], shown, **common)
+        gr.api(next_token, api_name="next_token")
