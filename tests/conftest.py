@@ -12,3 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end and browser tests (tests/e2e); `make test` runs them too")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def chat_model():
+    """The real SmolLM2-135M-Instruct, loaded once for the whole run (converted into the test cache the first time)."""
+    from chat import models
+
+    return models.get_model()
