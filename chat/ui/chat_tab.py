@@ -6,6 +6,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import gradio as gr
 
@@ -100,6 +101,15 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     yield messages, notes, gauge(used + stream.stats.new_tokens, loaded.context_window, request), header
 
 
+def chat(message: str, history: list[dict] | None = None, system: str = STRINGS["chat.system_default"][0],
+         temperature: float = 0.7, top_p: float = 0.9, top_k: int = 50, max_new_tokens: int = 256,
+         repetition_penalty: float = 1.1, seed: int = -1, request: gr.Request = None) -> Iterator[str]:
+    """Stream the model's reply to `message` after `history` ([{"role", "content"}]): yields the answer so far."""
+    for answer, *_ in respond(message, history or [], system, temperature, top_p, top_k, max_new_tokens,
+                              repetition_penalty, seed, request):
+        yield answer if isinstance(answer, str) else answer[0]["content"]
+
+
 def stop_reply(request: gr.Request) -> None:
     """The stop button: halt this session's generate() right away (Gradio's cancel alone leaves the thread running)."""
     with _CANCELS_LOCK:
@@ -151,7 +161,7 @@ def build() -> None:
                 notes = gr.Markdown(elem_id="chat-notes")
                 chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
                 interface = gr.ChatInterface(
-                    respond, chatbot=chatbot, editable=True, api_name="chat",
+                    respond, chatbot=chatbot, editable=True, api_name="chat_ui", api_visibility="undocumented",
                     textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
                                        stop_btn=True),
                     additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed],
@@ -159,6 +169,7 @@ def build() -> None:
                     examples=[[STRINGS[f"chat.example_{i}"][0]] for i in range(1, 5)],
                     run_examples_on_click=True, concurrency_limit=2, fill_height=False,
                 )
+        gr.api(chat, api_name="chat")
         interface.textbox.stop(stop_reply, None, None, queue=False, api_visibility="private")
         chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
                        show_progress="hidden")
