@@ -147,6 +147,6 @@ def build() -> None:
         ten_btn.click(_step(_sample_ten), [session, *knobs], [session, *shown], **common)
         undo_btn.click(_step(lambda s, *_: s.undo()), [session, *knobs], [session, *shown], **common)
         candidates.input(pick, [session, candidates, *knobs], [session, *shown], **common)
-        for knob in knobs:
-            knob.release(views, [session, *knobs], shown, **common)
+        for knob in knobs:  # reshape live as a slider moves or a number is typed
+            knob.change(views, [session, *knobs], shown, trigger_mode="always_last", **common)
         gr.api(next_token, api_name="next_token")
