@@ -1,0 +1,100 @@
+"""README screenshots: the real app in Debian's Chromium, one per tab, after a short realistic interaction.
+
+`make screenshots` (or `python -m tests.e2e.screenshots [TAB ...] [--zh]`) writes assets/<tab>.png; --zh also writes the
+Tokens tab in Chinese (assets/tokens_zh.png). Needs fonts-noto-cjk and fonts-noto-color-emoji for the Chinese and emoji.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+def tokens(page):
+    page.locator("#tokens-text textarea").fill("ChatGPT 把文本切成词元 (tokens): 这是一段示例文本。 Emoji 🎉 cost more!")
+    page.locator("#tokens-show-ids input").check()
+    page.locator("#tokens-pane-gpt2").get_by_text("gpt2 ·").wait_for()
+    time.sleep(1.5)
+
+
+def chat(page):
+    page.locator("#chat-input textarea").fill("Explain what a token is in two sentences.")
+    page.locator("#chat-input textarea").press("Enter")
+    page.locator("#chat-chatbot").get_by_text("tokens/s").wait_for(timeout=180_000)
+
+
+def next_token(page):
+    page.locator("#next-candidates label").first.wait_for(timeout=60_000)
+    for _ in range(3):
+        page.locator("#next-greedy").click()
+        time.sleep(1.5)
+    page.locator("#next-temperature input[type=number]").fill("1.6")
+    page.locator("#next-temperature input[type=number]").press("Enter")
+    page.locator("#next-top-k input[type=number]").fill("8")
+    page.locator("#next-top-k input[type=number]").press("Enter")
+    time.sleep(3)
+
+
+def mnist(page):
+    page.locator("#mnist-start").click()
+    time.sleep(25)
+    page.locator("#mnist-stop").click()
+    time.sleep(4)
+
+
+def tinygpt(page):
+    page.locator("#tinygpt-start").click()
+    time.sleep(40)
+    page.locator("#tinygpt-stop").click()
+    time.sleep(4)
+
+
+TABS = {"tokens": tokens, "chat": chat, "next_token": next_token, "mnist": mnist, "tinygpt": tinygpt}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)})")
+    parser.add_argument("--zh", action="store_true", help="also shoot the Tokens tab in Chinese")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import app
+    from chat import models
+    from playwright.sync_api import sync_playwright
+
+    models.get_model()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = app.build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **app.launch_options())
+    ASSETS.mkdir(exist_ok=True)
+    shots = [(tab, "en-US", tab) for tab in args.tabs] + ([("tokens", "zh-CN", "tokens_zh")] if args.zh else [])
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            for tab, locale, name in shots:
+                context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+                page = context.new_page()
+                page.set_default_timeout(60_000)
+                page.goto(url)
+                page.locator(f"button[data-tab-id={tab}]").click()
+                time.sleep(2)
+                TABS[tab](page)
+                page.screenshot(path=str(ASSETS / f"{name}.png"), full_page=True)
+                print(f"wrote assets/{name}.png")
+                context.close()
+            browser.close()
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()
