@@ -62,6 +62,7 @@ class LoadedModel:
     context_window: int  # tokens: prompt + reply must fit
     load_seconds: float
     source: str  # "cache", "gguf", "folder" or "hub"
+    fast: object | None = None  # chat.fastpath.FastDecoder once the fast CPU decoder is ready, else None (plain path)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one generate at a time
 
 
@@ -212,7 +213,11 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | None = None, dt
     if tokenizer.chat_template is None:
         raise ModelLoadError(f"{name!r} has no chat template: ChatLab needs an instruct (chat) model.")
     context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    return LoadedModel(name, title, model, tokenizer, device, dtype, context, time.perf_counter() - start, source)
+    from chat import fastpath
+
+    fast = fastpath.cached_decoder(model, device, progress)  # only a cached package here: building it is slow
+    return LoadedModel(name, title, model, tokenizer, device, dtype, context, time.perf_counter() - start, source,
+                       fast)
 
 
 _SHARED: dict[str, LoadedModel] = {}
@@ -236,7 +241,8 @@ def get_model(name: str | None = None, progress: Callable[[str], None] = print) 
 
 
 def preload_in_background() -> threading.Thread:
-    """Load (and on the first start convert) the model while the server starts, printing progress."""
+    """Load (and on the first start convert) the model while the server starts, printing progress; then, if the
+    fast CPU decoder is not cached yet, build it (chat works on the plain path meanwhile) and switch to it."""
 
     def load():
         try:
@@ -244,6 +250,11 @@ def preload_in_background() -> threading.Thread:
             print(f"ChatLab: {loaded.title} ready ({loaded.source}, {loaded.load_seconds:.1f} s)")
         except ModelLoadError as error:  # the Chat tab shows it too; the other tabs keep working
             print(f"ChatLab: {error}")
+            return
+        if loaded.fast is None:
+            from chat import fastpath
+
+            loaded.fast = fastpath.prepare_decoder(loaded.model, loaded.device, lambda line: print(f"ChatLab: {line}"))
 
     thread = threading.Thread(target=load, name="chatlab-preload", daemon=True)
     thread.start()
@@ -281,4 +292,5 @@ def register_chat_tokenizer() -> None:
 
     name = selected_model_name()
     title = REGISTRY[name].title if name in REGISTRY else Path(name).name
-    tokens.register_tokenizer(title, lambda: ModelTokenizer(get_model(name).tokenizer), f"ChatLab's chat model ({title})")
+    tokens.register_tokenizer(title, lambda: ModelTokenizer(get_model(name).tokenizer),
+                              f"ChatLab's chat model ({title})", ready=lambda: name in _SHARED)

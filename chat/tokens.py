@@ -98,6 +98,7 @@ class TiktokenTokenizer:
 class TokenizerEntry:
     factory: Callable[[], Tokenizer]  # builds the tokenizer on first use
     models: str  # the models that use it, for people
+    ready: Callable[[], bool] = lambda: True  # False while building it would block (a model still loading)
 
 
 _REGISTRY: dict[str, TokenizerEntry] = {}
@@ -105,10 +106,11 @@ _LOADED: dict[str, Tokenizer] = {}
 _LOCK = threading.Lock()
 
 
-def register_tokenizer(name: str, factory: Callable[[], Tokenizer], models: str) -> None:
+def register_tokenizer(name: str, factory: Callable[[], Tokenizer], models: str,
+                       ready: Callable[[], bool] = lambda: True) -> None:
     """Add a tokenizer to the registry (e.g. the chat model's own); it is built lazily on first use."""
     with _LOCK:
-        _REGISTRY[name] = TokenizerEntry(factory, models)
+        _REGISTRY[name] = TokenizerEntry(factory, models, ready)
         _LOADED.pop(name, None)
 
 
@@ -332,11 +334,15 @@ class Encoded:
         return round(self.characters / self.tokens, 2) if self.tokens else None
 
 
-def encode_all(text: str, special: bool = False) -> list[Encoded]:
-    """The same text encoded once by every registered tokenizer (tiktoken's first)."""
+def encode_all(text: str, special: bool = False, wait: bool = True) -> list[Encoded]:
+    """The same text encoded once by every registered tokenizer (tiktoken's first).
+
+    With wait=False, tokenizers that are not ready yet (the chat model still loading) are left out instead of waited for.
+    """
     return [
         Encoded(name, tokenizer_models(name), get_tokenizer(name).encode(text, special), len(text))
         for name in tokenizer_names()
+        if wait or name in _LOADED or _REGISTRY[name].ready()
     ]
 
 

@@ -182,3 +182,14 @@ def test_cli_counts_an_argument_or_stdin_and_prints_json():
 def test_cli_unknown_model_exits_with_a_message():
     result = _cli("--model", "nonsense-model", "hi")
     assert result.returncode == 2 and "Unknown model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_tokenizer_that_is_not_ready_is_skipped_instead_of_waited_for(monkeypatch):
+    monkeypatch.setattr(tokens, "_REGISTRY", dict(tokens._REGISTRY))
+
+    def build_blocks():
+        raise AssertionError("the live view must not build a tokenizer that is still loading")
+
+    tokens.register_tokenizer("still-loading", build_blocks, "a model being loaded", ready=lambda: False)
+    names = [e.encoding for e in tokens.encode_all("hello", wait=False)]
+    assert "still-loading" not in names and names[:3] == list(tokens.TIKTOKEN_ENCODINGS)

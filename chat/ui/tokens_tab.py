@@ -54,7 +54,7 @@ def highlight(text: str, model: str, show_ids: bool, show_whitespace: bool, spec
               request: gr.Request | None = None):
     """Everything the tab shows for a text: headline count, one highlighted pane per encoding, comparison table."""
     text = text or ""
-    encoded = {e.encoding: e for e in tokens.encode_all(text, special)}
+    encoded = {e.encoding: e for e in tokens.encode_all(text, special, wait=False)}  # never wait for the chat model
     try:
         name = tokens.encoding_name_for(model or "gpt-4o")
         headline = tr(request, "tokens.headline", tokens=encoded[name].tokens, characters=len(text),
