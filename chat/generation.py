@@ -3,7 +3,9 @@
 - `stream_chat` renders the conversation with the tokenizer's chat template (what the model really sees), drops the
   oldest turns when prompt + reply would overflow the context (the system prompt stays), and streams text deltas from
   `model.generate` running in a worker thread. A stopping criterion polls a cancel event after every token, so
-  `ChatStream.cancel()` (or abandoning the stream) halts the worker within one decode step.
+  `ChatStream.cancel()` (or abandoning the stream) halts the worker within one decode step. When the model has the
+  fast CPU decoder attached (`chat.fastpath`), the worker runs its loop instead of generate, with the same streamer,
+  cancel check and transformers' own logits processors.
 - `NextTokenSession` shows the real next-token distribution before and after temperature / top-k / top-p, and appends
   a chosen token with one forward pass, keeping the KV cache between steps.
 """
@@ -249,6 +251,9 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
         try:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
+            if loaded.fast is not None:
+                _fast_generate(loaded, prompt.ids, params, streamer, cancel)
+                return
             with torch.inference_mode():
                 loaded.model.generate(**kwargs)
         except BaseException as error:  # surfaced to the consumer, never lost in the thread
@@ -258,6 +263,44 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
     stream._worker = threading.Thread(target=work, name="chatlab-generate", daemon=True)
     stream._worker.start()
     return stream
+
+
+def _token_chooser(params: GenerationParams):
+    """(ids (1, L), logits (1, vocab)) -> next id, with transformers' own processors in generate's order."""
+    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+
+    processors = LogitsProcessorList()
+    if params.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    sampling = params.temperature > 0
+    if sampling:
+        if params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            processors.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+
+    def choose(ids: torch.Tensor, logits: torch.Tensor) -> int:
+        scores = processors(ids, logits)
+        if sampling:
+            return int(torch.multinomial(torch.softmax(scores, dim=-1), 1))
+        return int(scores.argmax())
+
+    return choose
+
+
+def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel) -> None:
+    """The fast decoder's loop feeding the same streamer generate would (prompt first, then each token)."""
+    eos = loaded.model.generation_config.eos_token_id
+    stop_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {loaded.tokenizer.eos_token_id}
+    streamer.put(torch.tensor([ids]))
+    try:
+        for token in loaded.fast.tokens(ids, params.max_new_tokens, _token_chooser(params), stop_ids - {None}, cancel):
+            streamer.put(torch.tensor([token]))
+    finally:
+        streamer.end()
 
 
 def chat_reply(messages: list[dict], params: GenerationParams = GenerationParams(),

@@ -1,0 +1,361 @@
+"""The fast CPU decoder for Llama-style chat models: fp16 weights, a static KV cache, one compiled step per token.
+
+Decoding one token of a 135 M model reads every weight once, so its speed is set by the bytes read and by per-op
+overhead, not by arithmetic. transformers' generate in fp32 reads 0.54 GB per token and runs ~500 Python-level ops;
+this decoder stores the matrices in fp16 (0.27 GB; SmolLM2's weights come from a 4-bit GGUF, so fp16 loses nothing
+that matters: logits move by < 0.02) and runs the whole step (30 layers and the tied lm_head) as one
+AOTInductor-compiled C++ function in which every matrix-vector product is a vectorized reduction that widens fp16 to
+fp32 in registers. The prompt (prefill) runs on transformers' fp32 model (batched matmuls are fast there) and its KV
+cache is copied into the decoder's static cache. Measured on a 2-core AVX2 CPU (`python -m chat.bench chat`): ~58
+tokens/s, 3.5-3.8x transformers' fp32 generate and ~0.55x llama.cpp on the Q4_1 GGUF (which reads 3x fewer bytes).
+
+Why not int8 or int4: on CPUs without AVX512/VNNI, inductor's int8 -> fp32 conversion and torch's
+`_weight_int8pack_mm` / `_weight_int4pack_mm_for_cpu` all ran 5-10x slower than the fp16 reduction (compute-bound),
+and torch.ao's dynamic quantization (int8 activations too) changed the greedy output.
+
+The compiled step is built once (1-3 min on 2 cores, progress printed; the app keeps chatting on the plain path
+meanwhile) with `torch.export` + `torch._inductor.aoti_compile_and_package` and cached as a .pt2 next to the
+converted model; later starts load it in about a second. The decode loop follows gpt-fast's (pytorch-labs/gpt-fast
+`generate.py`): a static cache written at `pos`, one token per step. Anything that fails (an unsupported model, no C++
+compiler, a damaged package) leaves the plain path in use, with a printed note.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PACKAGE_FORMAT = 1  # bump when the compiled step's inputs, outputs or weight format change
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    layers: int  # transformer blocks
+    hidden: int  # model width
+    heads: int  # query heads
+    kv_heads: int  # key/value heads (grouped-query attention)
+    head_dim: int  # width of one head
+    vocab: int  # output logits
+    eps: float  # RMSNorm epsilon
+    rope_theta: float  # rotary base
+
+
+def supported(model: nn.Module) -> str | None:
+    """None when the decoder can run this model, else the reason it cannot."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "llama":
+        return f"model type {getattr(config, 'model_type', '?')!r} (the fast path knows Llama-style models)"
+    rope = getattr(config, "rope_parameters", None) or {"rope_type": "default"}
+    if rope.get("rope_type", "default") != "default":
+        return f"rope type {rope.get('rope_type')!r}"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "linear layers with bias"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r}"
+    return None
+
+
+def decoder_config(model: nn.Module) -> DecoderConfig:
+    c = model.config
+    rope = getattr(c, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return DecoderConfig(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+                         head_dim, c.vocab_size, float(c.rms_norm_eps), float(theta))
+
+
+WEIGHT_DTYPE = torch.float16  # storage of the matrices; all arithmetic is fp32
+
+
+def half(weight: torch.Tensor) -> torch.Tensor:
+    return weight.detach().to(WEIGHT_DTYPE).contiguous()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x (K,) @ fp16 weight (N, K)^T -> (N,), accumulated in fp32.
+
+    Compiled, the broadcast-multiply-sum becomes one vectorized reduction that widens fp16 to fp32 in registers
+    (one F16C instruction per 8 values), so it reads half the bytes of an fp32 matmul. Eagerly (tests) the same
+    product is a plain fp32 linear on the widened rows.
+    """
+    if torch.compiler.is_compiling():
+        return (x[None, :] * weight.to(torch.float32)).sum(dim=-1)
+    return F.linear(x, weight.to(torch.float32))
+
+
+class Decoder(nn.Module):
+    """One decode step of a Llama-style model on fp16 weights; forward(token, pos, caches) -> logits, new k/v."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.config = cfg = decoder_config(model)
+        base = model.model
+        self.register_buffer("embed", half(base.embed_tokens.weight))  # (vocab, hidden)
+        tied = model.lm_head.weight.data_ptr() == base.embed_tokens.weight.data_ptr()
+        self.register_buffer("head", self.embed if tied else half(model.lm_head.weight))  # (vocab, hidden)
+        self.register_buffer("final_norm", base.norm.weight.detach().float().clone())
+        half_dim = cfg.head_dim // 2
+        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, half_dim, dtype=torch.float32) * 2 / cfg.head_dim)
+        self.register_buffer("inv_freq", inv_freq)  # (head_dim/2,)
+        for i, layer in enumerate(base.layers):
+            a, m = layer.self_attn, layer.mlp
+            # q, k, v in one matrix and gate, up in another: one pass over the input instead of several
+            self.register_buffer(f"l{i}_qkv", half(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])))
+            self.register_buffer(f"l{i}_o", half(a.o_proj.weight))
+            self.register_buffer(f"l{i}_gate_up", half(torch.cat([m.gate_proj.weight, m.up_proj.weight])))
+            self.register_buffer(f"l{i}_down", half(m.down_proj.weight))
+            self.register_buffer(f"l{i}_attn_norm", layer.input_layernorm.weight.detach().float().clone())
+            self.register_buffer(f"l{i}_mlp_norm", layer.post_attention_layernorm.weight.detach().float().clone())
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean() + self.config.eps) * weight
+
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """token (1,) int64; pos (1,) int64 = its position; k/v_cache (layers, kv_heads, T_max, head_dim) hold
+        positions < pos; past (n,) is a marker whose length n == pos (a shape, so the step compiles once for all n).
+        Returns logits (vocab,) and this token's k, v (layers, kv_heads, head_dim) for the caller to store at pos."""
+        cfg = self.config
+        n = past.shape[0]
+        hd, nh, nkv = cfg.head_dim, cfg.heads, cfg.kv_heads
+        x = self.embed[token[0]].to(torch.float32)  # (hidden,)
+        angle = pos.to(torch.float32) * self.inv_freq  # (hd/2,)
+        cos, sin = torch.cos(angle).repeat(2), torch.sin(angle).repeat(2)  # (hd,), HF's rotate_half layout
+
+        def rope(t):  # (heads, hd)
+            t1, t2 = t[:, : hd // 2], t[:, hd // 2:]
+            return t * cos + torch.cat([-t2, t1], dim=-1) * sin
+
+        new_k, new_v = [], []
+        for i in range(cfg.layers):
+            h = self._norm(x, getattr(self, f"l{i}_attn_norm"))
+            qkv = linear(h, getattr(self, f"l{i}_qkv"))
+            q = rope(qkv[: nh * hd].view(nh, hd))
+            k = rope(qkv[nh * hd: (nh + nkv) * hd].view(nkv, hd))
+            v = qkv[(nh + nkv) * hd:].view(nkv, hd)
+            new_k.append(k)
+            new_v.append(v)
+            keys = torch.cat([k_cache[i, :, :n], k[:, None]], dim=1)  # (nkv, n+1, hd)
+            values = torch.cat([v_cache[i, :, :n], v[:, None]], dim=1)
+            q = q.view(nkv, nh // nkv, hd)  # query heads grouped by the kv head they share
+            scores = torch.einsum("gqd,gtd->gqt", q, keys) / hd ** 0.5
+            attn = torch.einsum("gqt,gtd->gqd", torch.softmax(scores, dim=-1), values).reshape(nh * hd)
+            x = x + linear(attn, getattr(self, f"l{i}_o"))
+            h = self._norm(x, getattr(self, f"l{i}_mlp_norm"))
+            gate, up = linear(h, getattr(self, f"l{i}_gate_up")).chunk(2)
+            x = x + linear(F.silu(gate) * up, getattr(self, f"l{i}_down"))
+        logits = linear(self._norm(x, self.final_norm), self.head)
+        return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+# --- the compiled package -----------------------------------------------------------------------------------------
+
+
+def package_path(model: nn.Module) -> Path:
+    """Where the compiled step for this model, torch version and CPU lives (next to the converted model)."""
+    from chat.data import cache_dir
+
+    source = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "model"))
+    raw = f"{PACKAGE_FORMAT}:{source}:{torch.__version__}:{torch.backends.cpu.get_cpu_capability()}"
+    return cache_dir("models") / f"{Path(source).name or 'model'}-fast-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.pt2"
+
+
+def _example_inputs(cfg: DecoderConfig) -> tuple:
+    cache = torch.zeros(cfg.layers, cfg.kv_heads, 16, cfg.head_dim)
+    return torch.tensor([1]), torch.tensor([8]), cache, cache.clone(), torch.empty(8)
+
+
+def build_package(model: nn.Module, target: Path, progress: Callable[[str], None] = print) -> Path:
+    """Export the decode step and compile it with AOTInductor into `target` (written under a temporary name, then
+    renamed, so a crash never leaves a half-written package that looks complete)."""
+    from torch.export import Dim
+
+    start = time.perf_counter()
+    progress("Fast path: packing the weights (fp16)…")
+    decoder = Decoder(model).eval()
+    cfg = decoder.config
+    steps = Dim("past", min=1, max=65_534)
+    slots = Dim("slots", min=2, max=65_535)
+    progress("Fast path: exporting the decode step…")
+    with torch.no_grad():
+        exported = torch.export.export(decoder, _example_inputs(cfg),
+                                       dynamic_shapes=({}, {}, {2: slots}, {2: slots}, {0: steps}))
+    progress("Fast path: compiling it to C++ with AOTInductor (once; about 1-3 minutes on 2 cores)…")
+    staging = target.with_name(f"{target.stem}.partial-{os.getpid()}.pt2")
+    staging.unlink(missing_ok=True)
+    torch._inductor.aoti_compile_and_package(exported, package_path=str(staging))
+    os.replace(staging, target)
+    progress(f"Fast path: compiled in {time.perf_counter() - start:.0f} s, cached in {target}")
+    return target
+
+
+@dataclass
+class FastDecoder:
+    """Greedy or sampled decoding with the compiled step (or the eager Decoder), prefill on the plain model."""
+
+    model: nn.Module  # the plain transformers model: runs the prompt
+    step: Callable  # (token, pos, k_cache, v_cache, past) -> logits, k, v
+    config: DecoderConfig
+    kind: str  # "aoti" (compiled package) or "eager" (tests, reference)
+
+    @torch.inference_mode()
+    def prefill(self, ids: list[int], slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the prompt through the plain model; (next-token logits (vocab,), k_cache, v_cache) with `slots`
+        positions, the prompt's filled in."""
+        cfg = self.config
+        out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
+        k_cache = torch.zeros(cfg.layers, cfg.kv_heads, slots, cfg.head_dim)
+        v_cache = torch.zeros_like(k_cache)
+        for i, layer in enumerate(out.past_key_values.layers):  # each (1, kv_heads, T, head_dim)
+            k_cache[i, :, : len(ids)] = layer.keys[0]
+            v_cache[i, :, : len(ids)] = layer.values[0]
+        return out.logits[0, -1].float(), k_cache, v_cache
+
+    @torch.inference_mode()
+    def tokens(self, ids: list[int], max_new_tokens: int, choose: Callable[[torch.Tensor, torch.Tensor], int],
+               stop_ids: set[int] = frozenset(), cancel=None):
+        """Yield up to max_new_tokens token ids; `choose(all_ids (1, L), logits (1, vocab)) -> id` picks each one.
+        Stops after a stop id, or before the next step once `cancel` (a threading.Event) is set."""
+        logits, k_cache, v_cache = self.prefill(ids, len(ids) + max_new_tokens)
+        seen = torch.tensor([ids])
+        for step in range(max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            token = choose(seen, logits[None])
+            yield token
+            if token in stop_ids or step == max_new_tokens - 1:
+                return
+            pos = seen.shape[1]
+            seen = torch.cat([seen, torch.tensor([[token]])], dim=1)
+            logits, k, v = self.step(torch.tensor([token]), torch.tensor([pos]), k_cache, v_cache, torch.empty(pos))
+            k_cache[:, :, pos] = k
+            v_cache[:, :, pos] = v
+
+    @torch.inference_mode()
+    def next_token_logits(self, ids: list[int], continuation: list[int]) -> torch.Tensor:
+        """Teacher-forced logits (len(continuation), vocab): row j predicts continuation[j] given ids + the ones
+        before it (the quality check: compare each row's argmax with the plain model's)."""
+        logits, k_cache, v_cache = self.prefill(ids, len(ids) + len(continuation))
+        rows = [logits]
+        for j, token in enumerate(continuation[:-1]):
+            pos = len(ids) + j
+            logits, k, v = self.step(torch.tensor([token]), torch.tensor([pos]), k_cache, v_cache, torch.empty(pos))
+            k_cache[:, :, pos] = k
+            v_cache[:, :, pos] = v
+            rows.append(logits)
+        return torch.stack(rows)
+
+
+def eager_decoder(model: nn.Module) -> FastDecoder:
+    """The same decoder without compilation (slow; for tests and as the reference of the compiled one)."""
+    decoder = Decoder(model).eval()
+    return FastDecoder(model, decoder, decoder.config, "eager")
+
+
+def load_package(model: nn.Module, path: Path) -> FastDecoder:
+    """The compiled step from its package (~0.4 s). torch's C++ loader is used directly when present: importing
+    torch._inductor for `aoti_load_package` alone adds ~1.2 s to every start, and its pytree wrapper runs per token."""
+    loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_class is None:
+        runner = torch._inductor.aoti_load_package(str(path))
+    else:
+        loader = loader_class(str(path), "model", False, 1, -1)  # (path, model name, single-threaded, runners, device)
+
+        def runner(*inputs):
+            return loader.run(list(inputs))
+    return FastDecoder(model, runner, decoder_config(model), "aoti")
+
+
+def enabled() -> bool:
+    """The fast path is on unless CHATLAB_FAST=0 (the app's --plain flag sets it)."""
+    return os.environ.get("CHATLAB_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def unavailable_reason(model: nn.Module, device: torch.device) -> str | None:
+    if not enabled():
+        return "turned off (--plain / CHATLAB_FAST=0)"
+    if device.type != "cpu":
+        return f"it is for CPUs (the model is on {device.type})"
+    if next(model.parameters()).dtype != torch.float32:
+        return "it expects the fp32 model"
+    if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
+        return "no C++ compiler (g++) found"
+    return supported(model)
+
+
+def cached_decoder(model: nn.Module, device: torch.device,
+                   progress: Callable[[str], None] = print) -> FastDecoder | None:
+    """The fast decoder from its cached package, or None (not built yet, unavailable, or broken: say why)."""
+    if unavailable_reason(model, device) is not None:
+        return None
+    path = package_path(model)
+    if not path.exists():
+        return None
+    try:
+        return load_package(model, path)
+    except Exception as error:  # a package from another build or a damaged file: rebuild next time
+        progress(f"Fast path: the cached package {path.name} does not load ({error}); removing it.")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def prepare_decoder(model: nn.Module, device: torch.device,
+                    progress: Callable[[str], None] = print) -> FastDecoder | None:
+    """The fast decoder, building and caching its package first when needed; None (with a note) if it cannot."""
+    reason = unavailable_reason(model, device)
+    if reason is not None:
+        progress(f"Fast path off: {reason}; chat uses transformers' generate.")
+        return None
+    found = cached_decoder(model, device, progress)
+    if found is not None:
+        return found
+    try:
+        return load_package(model, build_package(model, package_path(model), progress))
+    except Exception as error:
+        progress(f"Fast path unavailable ({type(error).__name__}: {str(error)[:300]}); chat uses transformers' "
+                 "generate.")
+        return None
+
+
+# --- quality check ------------------------------------------------------------------------------------------------
+
+QUALITY_PROMPTS = [  # fixed chat prompts for the top-1 agreement check (tests and `python -m chat.bench chat`)
+    "What is the capital of France?", "Write a haiku about autumn leaves.", "Explain photosynthesis simply.",
+    "Give me three tips for learning a new language.", "What is 17 times 23?", "Translate 'good morning' into Spanish.",
+    "Summarize the plot of Romeo and Juliet in two sentences.", "Why is the sky blue?",
+    "Write a Python function that reverses a string.", "What are the planets of the solar system?",
+    "How do I boil an egg?", "Tell me a short joke about computers.", "What causes earthquakes?",
+    "Describe a cat to someone who has never seen one.", "List five healthy breakfast ideas.",
+    "What is the difference between weather and climate?", "Who wrote 'Pride and Prejudice'?",
+    "How does a rainbow form?", "Give me a motivational quote and explain it.", "What is machine learning?",
+    "用一句话介绍北京。", "Name three famous painters and one work by each.",
+]
+
+
+def top1_agreement(model: nn.Module, tokenizer, fast: FastDecoder, prompts: list[str] = QUALITY_PROMPTS,
+                   new_tokens: int = 32) -> float:
+    """Share of positions where the fast decoder's most likely next token is the plain model's, teacher-forced
+    along the plain model's own greedy continuation of each prompt (so one early difference does not derail the
+    rest)."""
+    agree = total = 0
+    for text in prompts:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                            add_generation_prompt=True)
+        ids = tokenizer(ids, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None,
+                                 top_k=None, pad_token_id=tokenizer.eos_token_id)
+        continuation = out[0, len(ids):].tolist()
+        predicted = fast.next_token_logits(ids, continuation).argmax(dim=-1).tolist()
+        agree += sum(int(a == b) for a, b in zip(predicted, continuation))
+        total += len(continuation)
+    return agree / total

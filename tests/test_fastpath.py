@@ -1,0 +1,126 @@
+"""chat.fastpath on the real SmolLM2 weights: the decoder agrees with the plain model, drives the chat stream (stop,
+sampling, stats), and every way it can be unavailable falls back to the plain path. The compiled (AOTInductor)
+package is built once into the test cache by the slow test at the end."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import torch
+
+from chat import fastpath, generation as g
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def eager(chat_model):
+    """The fast decoder without compilation: the same weights and math as the package, in plain PyTorch."""
+    return fastpath.eager_decoder(chat_model.model)
+
+
+@pytest.fixture
+def plain(chat_model):
+    return dataclasses.replace(chat_model, fast=None)
+
+
+def test_the_decoder_step_gives_the_plain_models_next_token_and_nearly_its_logits(chat_model, eager):
+    ids = g.build_prompt(chat_model, ASK, 16).ids
+    continuation = [504, 3575, 282, 4649, 314]  # "The capital of France is"
+    fast_logits = eager.next_token_logits(ids, continuation)
+    with torch.inference_mode():
+        plain_logits = chat_model.model(input_ids=torch.tensor([ids + continuation])).logits[0, len(ids) - 1:-1]
+    assert fast_logits.shape == plain_logits.shape == (5, chat_model.model.config.vocab_size)
+    assert torch.equal(fast_logits.argmax(-1), plain_logits.argmax(-1))
+    assert (fast_logits - plain_logits).abs().max() < 0.1  # fp16 weights: logits range about +-25
+
+
+def test_greedy_chat_on_the_fast_path_matches_the_plain_path(chat_model, eager, plain):
+    fast = dataclasses.replace(chat_model, fast=eager)
+    params = g.GenerationParams(temperature=0, max_new_tokens=12)
+    fast_text, fast_stats = g.chat_reply(ASK, params, fast)
+    plain_text, plain_stats = g.chat_reply(ASK, params, plain)
+    assert fast_text == plain_text and "Paris" in fast_text
+    assert fast_stats.new_tokens == plain_stats.new_tokens and fast_stats.finish_reason == plain_stats.finish_reason
+    assert fast_stats.ttft_s > 0 and fast_stats.prompt_tokens == plain_stats.prompt_tokens
+
+
+def test_seeded_sampling_on_the_fast_path_is_reproducible_and_length_is_reported(chat_model, eager):
+    fast = dataclasses.replace(chat_model, fast=eager)
+    params = g.GenerationParams(temperature=1.0, top_p=0.9, top_k=40, max_new_tokens=6, repetition_penalty=1.2,
+                                seed=7)
+    first, stats = g.chat_reply([{"role": "user", "content": "Tell me a long story."}], params, fast)
+    second, _ = g.chat_reply([{"role": "user", "content": "Tell me a long story."}], params, fast)
+    assert first == second and stats.finish_reason == "length" and stats.new_tokens == 6
+
+
+def test_the_token_chooser_applies_transformers_processors_like_generate():
+    logits = torch.tensor([[2.0, 1.0, 0.5, 3.0]])
+    seen = torch.tensor([[3]])
+    greedy = g._token_chooser(g.GenerationParams(temperature=0, repetition_penalty=2.0))
+    assert greedy(seen, logits) == 0  # token 3 was seen: 3.0 / 2 = 1.5 < 2.0
+    top1 = g._token_chooser(g.GenerationParams(temperature=1.0, top_k=1, repetition_penalty=1.0))
+    assert {top1(seen, logits) for _ in range(20)} == {3}
+
+
+def test_cancel_stops_the_fast_decoder_within_a_step(chat_model, eager):
+    fast = dataclasses.replace(chat_model, fast=eager)
+    cancel = threading.Event()
+    stream = g.stream_chat([{"role": "user", "content": "Write a very long essay about the sea."}],
+                           g.GenerationParams(temperature=0, max_new_tokens=500), fast, cancel)
+    pieces = iter(stream)
+    next(pieces)
+    stream.cancel(wait=False)
+    stream._worker.join(10)
+    assert not stream._worker.is_alive()
+    list(pieces)
+    assert stream.stats.finish_reason == "cancelled" and stream.stats.new_tokens < 50
+
+
+def test_the_fast_path_is_off_with_a_note_when_disabled_or_unsupported(chat_model, monkeypatch):
+    notes = []
+    monkeypatch.setenv("CHATLAB_FAST", "0")
+    assert fastpath.prepare_decoder(chat_model.model, torch.device("cpu"), notes.append) is None
+    assert "CHATLAB_FAST=0" in notes[-1] and "generate" in notes[-1]
+    monkeypatch.delenv("CHATLAB_FAST")
+    assert fastpath.prepare_decoder(chat_model.model, torch.device("cuda"), notes.append) is None
+    assert "CPU" in notes[-1]
+    monkeypatch.setattr(chat_model.model.config, "model_type", "gpt2")
+    assert fastpath.supported(chat_model.model) is not None
+    assert fastpath.prepare_decoder(chat_model.model, torch.device("cpu"), notes.append) is None
+    assert "gpt2" in notes[-1]
+
+
+def test_a_failed_build_falls_back_to_the_plain_path_with_a_note(chat_model, monkeypatch, tmp_path):
+    monkeypatch.setattr(fastpath, "package_path", lambda model: tmp_path / "missing.pt2")
+
+    def broken_build(model, target, progress):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(fastpath, "build_package", broken_build)
+    notes = []
+    assert fastpath.prepare_decoder(chat_model.model, torch.device("cpu"), notes.append) is None
+    assert "no compiler today" in notes[-1] and "generate" in notes[-1]
+
+
+def test_a_damaged_cached_package_is_removed_and_not_used(chat_model, monkeypatch, tmp_path):
+    damaged = tmp_path / "damaged.pt2"
+    damaged.write_bytes(b"not a zip file")
+    monkeypatch.setattr(fastpath, "package_path", lambda model: damaged)
+    notes = []
+    assert fastpath.cached_decoder(chat_model.model, torch.device("cpu"), notes.append) is None
+    assert not damaged.exists() and "does not load" in notes[-1]
+
+
+@pytest.mark.slow
+def test_the_compiled_package_agrees_with_the_plain_model_on_the_fixed_prompts(chat_model, eager):
+    """Builds the AOTInductor package into the test cache the first time (1-3 minutes on 2 cores), then loads it."""
+    fast = fastpath.prepare_decoder(chat_model.model, torch.device("cpu"))
+    assert fast is not None and fast.kind == "aoti" and fastpath.package_path(chat_model.model).exists()
+    ids = g.build_prompt(chat_model, ASK, 16).ids
+    continuation = [504, 3575, 282, 4649, 314]
+    assert torch.allclose(fast.next_token_logits(ids, continuation), eager.next_token_logits(ids, continuation),
+                          atol=1e-2)
+    assert len(fastpath.QUALITY_PROMPTS) >= 20
+    assert fastpath.top1_agreement(chat_model.model, chat_model.tokenizer, fast, new_tokens=16) >= 0.95
