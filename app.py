@@ -19,7 +19,7 @@ from chat.ui import i18n  # noqa: E402
 from chat import models  # noqa: E402
 from chat.ui import chat_tab, next_token_tab, tokens_tab  # noqa: E402
 from chat.ui import mnist_tab  # noqa: E402
-# from chat.ui import tinygpt_tab
+from chat.ui import tinygpt_tab  # noqa: E402
 
 
 def build_app() -> gr.Blocks:
@@ -32,7 +32,7 @@ def build_app() -> gr.Blocks:
             chat_tab.build()
             next_token_tab.build()
             mnist_tab.build()
-            # tinygpt_tab.build()
+            tinygpt_tab.build()
     demo.queue(default_concurrency_limit=4)
     return demo
 
@@ -59,12 +59,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=os.environ.get("CHATLAB_MODEL", models.DEFAULT_MODEL),
                         help="chat model: smollm2-135m-instruct (default), a local model folder, a .gguf file, "
                              "or a Hugging Face hub id (online only)")
+    parser.add_argument("--plain", action="store_true",
+                        help="chat on transformers' generate only: skip the fast CPU decoder (same as CHATLAB_FAST=0)")
+    parser.add_argument("--mnist-dir", default=os.environ.get("CHATLAB_MNIST_DIR"),
+                        help="folder with the full MNIST IDX files for the MNIST tab (default: the 5,000 packaged digits)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ["CHATLAB_MODEL"] = args.model
+    if args.mnist_dir:
+        os.environ["CHATLAB_MNIST_DIR"] = args.mnist_dir
+    if args.plain:
+        os.environ["CHATLAB_FAST"] = "0"
     models.preload_in_background()
     build_app().launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
 

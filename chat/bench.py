@@ -69,12 +69,251 @@ BENCHMARKS["tokens"] = bench_tokens
 # --- tokens benchmark (end) ---
 
 # --- chat benchmark (start) ---
+CHAT_PROMPT = [{"role": "user", "content": "Explain in detail how a large language model writes an answer, step by step."}]
+
+# llama.cpp's side, run by this Python or by $CHATLAB_LLAMA_PYTHON (a separate venv with llama-cpp-python): reads
+# {"gguf", "prompt", "new_tokens", "rounds"} on stdin, prints one tokens/s figure per round (decode, after the first).
+_LLAMA_SCRIPT = r"""
+import json, sys, time
+from llama_cpp import Llama
+job = json.load(sys.stdin)
+llm = Llama(model_path=job["gguf"], n_ctx=2048, n_threads=2, verbose=False)
+llm.create_completion(job["prompt"], max_tokens=8, temperature=0.0)  # warm-up, as for ours
+for _ in range(job["rounds"]):
+    first = last = None
+    count = 0
+    for _ in llm.create_completion(job["prompt"], max_tokens=job["new_tokens"], temperature=0.0, stream=True):
+        now = time.perf_counter()
+        first = first or now
+        last = now
+        count += 1
+    print((count - 1) / (last - first) if count > 1 else 0.0, flush=True)
+"""
+
+
+def _start_seconds(cache: str, fast: bool = True) -> float:
+    """Wall time for a fresh Python process to import ChatLab and have the model ready (what a user waits for)."""
+    import os
+    import subprocess
+
+    code = "import time; t = time.perf_counter(); from chat import models; models.get_model(progress=lambda s: None); " \
+           "print(time.perf_counter() - t)"
+    env = dict(os.environ, CHATLAB_CACHE_DIR=cache, CHATLAB_FAST="1" if fast else "0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _llama_cpp_tokens_per_s(prompt_text: str, new_tokens: int, rounds: int = 1) -> list[float]:
+    """llama.cpp on the same GGUF and prompt, greedy, 2 threads; [] when llama-cpp-python is not available."""
+    import importlib.util
+    import os
+    import subprocess
+
+    from chat.data import package_file
+    from chat.models import DEFAULT_MODEL, REGISTRY
+
+    python = os.environ.get("CHATLAB_LLAMA_PYTHON") or sys.executable
+    if python == sys.executable and importlib.util.find_spec("llama_cpp") is None:
+        return []
+    job = {"gguf": str(package_file(*REGISTRY[DEFAULT_MODEL].gguf)), "prompt": prompt_text,
+           "new_tokens": new_tokens, "rounds": rounds}
+    out = subprocess.run([python, "-c", _LLAMA_SCRIPT], input=json.dumps(job), capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"llama.cpp run failed: {out.stderr.strip()[-500:]}", file=sys.stderr)
+        return []
+    return [float(line) for line in out.stdout.split()]
+
+
+def _decode_tokens_per_s(loaded, fast, new_tokens: int):
+    """One greedy reply to CHAT_PROMPT on the fast decoder (or the plain path when fast is None): its stats."""
+    from chat import generation
+
+    loaded.fast = fast
+    params = generation.GenerationParams(temperature=0, max_new_tokens=new_tokens, repetition_penalty=1.0)
+    stream = generation.stream_chat(CHAT_PROMPT, params, loaded)
+    for _ in stream:
+        pass
+    return stream
+
+
+def bench_chat(args: argparse.Namespace) -> dict:
+    """Decode speed of the Chat tab's model (fast path and plain transformers generate) against llama.cpp on the
+    same GGUF, prompt and 2 threads, alternated in one run (3 rounds, median); TTFT for the prompt; warm and cold
+    start; peak RSS; greedy top-1 agreement of the fast path with the plain fp32 model over 22 fixed prompts."""
+    import resource
+    import statistics
+    import tempfile
+    import time
+
+    from chat import fastpath, generation, models
+    from chat.data import cache_dir
+
+    new_tokens, rounds = 128, 3
+    loaded = models.get_model(progress=lambda s: None)  # builds the app's cache if this is the first run
+    build_start = time.perf_counter()
+    fast = loaded.fast or fastpath.prepare_decoder(loaded.model, loaded.device, lambda s: print(s, file=sys.stderr))
+    build_s = time.perf_counter() - build_start
+    with tempfile.TemporaryDirectory() as empty:
+        cold = _start_seconds(empty)  # converts the GGUF into an empty cache; the fast path builds later, in the app
+    warm = _start_seconds(str(cache_dir()))  # the cache the app uses, already built (fast package included)
+    warm_plain = _start_seconds(str(cache_dir()), fast=False)
+    _decode_tokens_per_s(loaded, fast, 8)  # warm-up
+    prompt_text = generation.build_prompt(loaded, CHAT_PROMPT, new_tokens).text
+    ours, plain, theirs, ttft = [], [], [], []
+    for _ in range(rounds):  # alternated, so a change in the machine's load hits every side alike
+        stream = _decode_tokens_per_s(loaded, fast, new_tokens)
+        ours.append(stream.stats.tokens_per_s)
+        ttft.append(stream.stats.ttft_s)
+        theirs += _llama_cpp_tokens_per_s(prompt_text, new_tokens)
+        plain.append(_decode_tokens_per_s(loaded, None, new_tokens).stats.tokens_per_s)
+    loaded.fast = fast
+    agreement = fastpath.top1_agreement(loaded.model, loaded.tokenizer, fast) if fast else None
+    median = statistics.median
+    return {
+        "model": loaded.title,
+        "fast_path": fast.kind if fast else "off",
+        "prompt_tokens": stream.stats.prompt_tokens,
+        "new_tokens": stream.stats.new_tokens,
+        "decode_tokens_per_s": round(median(ours), 2),
+        "plain_tokens_per_s": round(median(plain), 2),
+        "llama_cpp_tokens_per_s": round(median(theirs), 2) if theirs else None,
+        "ratio": round(median(ours) / median(theirs), 3) if theirs else None,
+        "speedup_vs_plain": round(median(ours) / median(plain), 3),
+        "ttft_s": round(median(ttft), 3),
+        "warm_start_s": round(warm, 2),
+        "warm_start_plain_s": round(warm_plain, 2),
+        "cold_start_s": round(cold, 2),
+        "fast_build_s": round(build_s, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "top1_agreement": round(agreement, 4) if agreement is not None else None,
+        "rounds": {"fast": [round(x, 1) for x in ours], "plain": [round(x, 1) for x in plain],
+                   "llama_cpp": [round(x, 1) for x in theirs]},
+    }
+
+
+BENCHMARKS["chat"] = bench_chat
 # --- chat benchmark (end) ---
 
 # --- mnist benchmark (start) ---
+def bench_mnist(args: argparse.Namespace) -> dict:
+    """One epoch of seed 000's recipe (same model init, data, batch 64) with a plain PyTorch loop and with the MNIST
+    tab's loop plus its live updates (progress bar, both plots, every 0.5 s), best of 3 alternating runs each; then
+    the fast preset trained for its 60 s and tested on the 1,000 test digits."""
+    import time
+
+    import torch
+
+    from chat import mnist
+    from chat.ui import mnist_tab
+
+    data = mnist.load_data()
+    config = mnist.preset("seed", epochs=1)
+    images = len(data.train_labels)
+
+    def plain() -> float:
+        torch.manual_seed(config.seed)
+        return mnist.train_plain(mnist.Net(), data, config.batch_size, config.lr, config.momentum, config.seed)
+
+    def app() -> float:
+        run = mnist.new_run(config, data)
+        start = time.perf_counter()
+        for _ in mnist.train_epoch(run):
+            mnist_tab.training_view(run, None)  # what the tab computes for each update it sends
+        return images / (time.perf_counter() - start)
+
+    plain()  # warm-up: first-call allocations and kernel selection
+    plain_speeds, app_speeds = [], []
+    for _ in range(3):
+        plain_speeds.append(plain())
+        app_speeds.append(app())
+    fast = mnist.new_run(mnist.preset("fast"), data)
+    for _ in mnist.train(fast):
+        pass
+    return {
+        "plain_images_per_s": round(max(plain_speeds), 1),
+        "app_images_per_s": round(max(app_speeds), 1),
+        "ratio": round(max(app_speeds) / max(plain_speeds), 3),
+        "fast_preset_test_accuracy": round(fast.test_accuracy, 4),
+        "fast_preset_train_seconds": round(fast.train_seconds, 1),
+        "fast_preset_epochs": fast.accuracies[-1][0],
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+BENCHMARKS["mnist"] = bench_mnist
 # --- mnist benchmark (end) ---
 
 # --- tinygpt benchmark (start) ---
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds used by all processes, by this one) since boot; their difference is the others' load, which
+    slows both loops (PyTorch's OpenMP threads spin-wait for each other when a core is taken)."""
+    import os
+
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:]]
+        everyone = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    except (OSError, ValueError):
+        everyone = float("nan")
+    mine = os.times()
+    return everyone, mine.user + mine.system
+
+
+def bench_tinygpt(args: argparse.Namespace) -> dict:
+    """nanoGPT's CPU shape (4 layers, 4 heads, 128 wide, block 64, batch 12) on the English dialogs: the Tiny GPT
+    tab's loop (evaluations, samples and the tab's per-update rendering included) vs a bare loop of the same
+    model, optimizer and batches, alternated in one run so both see the same machine load."""
+    import os
+    import time
+
+    import gradio as gr
+    import torch
+    from transformers.utils import logging
+
+    from chat import tinygpt
+    from chat.ui import tinygpt_tab
+
+    logging.set_verbosity_error()
+    phase_s, rounds = 30.0, 2  # each loop runs 2 x 30 s, alternating: one 2-minute run in all
+    everyone_before, mine_before, wall_before = *_cpu_seconds(), time.perf_counter()
+    run = tinygpt.new_run(tinygpt.TinyGPTConfig(max_seconds=3600))
+    plot = gr.LinePlot(x="step", y="loss", color="curve", render=False)
+    tinygpt.train_plain(run, 2.0)  # warm-up (allocator, kernels)
+    plain_steps = plain_s = app_steps = app_s = updates = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        speed = tinygpt.train_plain(run, phase_s)
+        elapsed = time.perf_counter() - start
+        plain_steps, plain_s = plain_steps + speed * elapsed, plain_s + elapsed
+        run.config.max_seconds = run.train_seconds + phase_s
+        for _ in tinygpt.train(run, update_every_s=0.5):
+            # what the tab and Gradio do for each live update: render, then serialise the plot's data
+            _, _, curve, _, _ = tinygpt_tab.render(run, None)
+            plot.postprocess(curve["value"])
+            updates += 1
+        app_steps += run.segment_steps
+        app_s += run.segment_seconds
+    plain = plain_steps / plain_s
+    app = app_steps / app_s
+    everyone, mine = _cpu_seconds()
+    others, wall = everyone - everyone_before - (mine - mine_before), time.perf_counter() - wall_before
+    return {
+        "shape": "4 layers, 4 heads, 128 wide, block 64, batch 12",
+        "params": run.params,
+        "torch_threads": torch.get_num_threads(),
+        "plain_it_per_s": round(plain, 2),
+        "app_it_per_s": round(app, 2),
+        "ratio": round(app / plain, 3),
+        "anchor_nanogpt_it_per_s": 21.0,
+        "app_vs_anchor": round(app / 21.0, 3),
+        "ui_updates": int(updates),
+        "val_loss": round(run.val_losses[-1][1], 3),
+        "other_processes_cpu_percent": round(100 * others / (wall * (os.cpu_count() or 1)), 1),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+    }
+
+
+BENCHMARKS["tinygpt"] = bench_tinygpt
 # --- tinygpt benchmark (end) ---
 
 
