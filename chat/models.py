@@ -202,7 +202,11 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | None = None, dt
                     f"{name!r} is a Hugging Face hub id, it is not in the local hub cache, and the hub cannot be "
                     "reached (offline). Use the default model or a local folder / .gguf file.") from None
             progress(f"Downloading {name} from the Hugging Face hub…")
+    from chat import fastpath
+
     device = device or best_device()
+    if dtype is None and device.type == "cpu" and fastpath.enabled() and not os.environ.get("CHATLAB_DTYPE"):
+        dtype = torch.float32  # the fast decoder keeps its own fp16 copy; prompt and reference stay exact fp32
     dtype = dtype or best_dtype(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
@@ -213,8 +217,6 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | None = None, dt
     if tokenizer.chat_template is None:
         raise ModelLoadError(f"{name!r} has no chat template: ChatLab needs an instruct (chat) model.")
     context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    from chat import fastpath
-
     fast = fastpath.cached_decoder(model, device, progress)  # only a cached package here: building it is slow
     return LoadedModel(name, title, model, tokenizer, device, dtype, context, time.perf_counter() - start, source,
                        fast)
