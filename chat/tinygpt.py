@@ -10,7 +10,8 @@ state, step counter, curves). Nothing here imports gradio: the tab (`chat/ui/tin
 
 Data: the chatterbot-corpus YAML files (`categories` + `conversations`, one file per topic and language), turned
 into `User: ...\\nBot: ...\\n` text with a blank line between conversations. One conversation in ten is held out
-for validation, chosen by a hash of its text, so the split never changes. Malformed entries are skipped and counted.
+for validation, chosen by a hash of its text, so the split never changes. Malformed entries are skipped and counted;
+repeated conversations (tech_support repeats some a hundred times) are kept once.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 ROLES = ("User", "Bot")  # speaker names in the training text; turns alternate, the User speaks first
 CORPUS_PACKAGE = "chatterbot_corpus"
 SAMPLE_MESSAGES = {"english": "Hello", "chinese": "你好"}  # the timeline's fixed prompt (first turn otherwise)
-CPU_FLOPS = 50e9  # training FLOP/s this 2-core CPU sustains on tiny GPTs (measured ~80e9; kept conservative)
+CPU_FLOPS = 50e9  # training FLOP/s of this 2-core CPU on tiny GPTs (the default model: ~88e9 when idle)
 MIN_STEPS = 100  # a model that can't take this many steps within the budget is too large for it
 TOKENIZER_META = "tinygpt.json"  # what save_model writes next to the transformers files
 # GPT-2's tanh-approximated GELU as PyTorch's fused kernel: the same function as GPT-2's default "gelu_new",
@@ -342,7 +343,7 @@ class TinyGPTConfig:
     max_steps: int = 0  # stop after this many steps too; 0 = the budget alone decides
     log_interval: int = 10  # steps averaged into one point of the train-loss curve
     eval_interval: int = 100  # steps between validation evaluations
-    eval_batches: int = 8  # fixed validation batches per evaluation
+    eval_batches: int = 6  # fixed validation batches per evaluation (6 x 12 x 64 = 4,608 tokens by default)
     sample_interval: int = 250  # steps between samples of the timeline
     sample_tokens: int = 60  # tokens per sample (at most what the context leaves after the prompt)
     sample_temperature: float = 0.8  # temperature of the timeline's samples
