@@ -288,9 +288,10 @@ def build() -> None:
         settings = [lang, topic_box, tokenizer, bpe_vocab, bot_only, n_layer, n_head, n_embd, block_size, batch_size,
                     learning_rate, dropout, budget]
         lang.change(topics_for, lang, topic_box, api_visibility="private")
+        # two runs train at once at most: each gets one of the 2 cores' worth, a third waits in the queue
         start.click(start_training, [*settings, run], outputs, show_progress="hidden", concurrency_limit=2,
                     concurrency_id="tinygpt-train", api_visibility="private")
-        resume.click(resume_training, [budget, run], outputs, show_progress="hidden",
+        resume.click(resume_training, [budget, run], outputs, show_progress="hidden", concurrency_limit=2,
                      concurrency_id="tinygpt-train", api_visibility="private")
         stop.click(stop_training, run, None, queue=False, api_visibility="private")
         for event in (message.submit, send.click):
