@@ -16,6 +16,7 @@ repeated conversations (tech_support repeats some a hundred times) are kept once
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -592,7 +593,8 @@ def generate(model: GPT2LMHeadModel, tokenizer, prompt_ids: list[int], max_new_t
     prompt_ids = prompt_ids[-(block - max_new_tokens):]
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]):
+    # a seeded sample draws from a forked stream; an unseeded one (chat) from the global one, so replies vary
+    with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
         if seed is not None:
             torch.manual_seed(seed)
         kwargs = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)

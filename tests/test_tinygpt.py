@@ -29,6 +29,16 @@ def train_steps(run: tinygpt.TrainingRun, steps: int) -> tinygpt.TrainingRun:
     return run
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These tiny models gain nothing from a second thread, and two OpenMP threads stall each other badly when other
+    processes share the 2 cores (measured: 25 s with one thread, 3 minutes with two). The app keeps torch's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def english_run():
     """A small char-level English run trained for 150 steps (shared by the tests that only read it)."""
@@ -233,6 +243,9 @@ def test_reply_uses_the_training_format_and_stops_at_the_newline(english_run):
     for temperature in (0.0, 1.0):
         answer = tinygpt.reply(english_run.model, english_run.tokenizer, [], "Hello", temperature=temperature)
         assert "\n" not in answer and "User:" not in answer
+    replies = {tinygpt.reply(english_run.model, english_run.tokenizer, [], "Hello", temperature=1.0)
+               for _ in range(4)}
+    assert len(replies) > 1  # sampling draws fresh randomness for every reply
     with pytest.raises(TinyGPTError) as error:
         tinygpt.reply(english_run.model, english_run.tokenizer, [], "   ")
     assert error.value.code == "empty_message"
