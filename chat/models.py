@@ -230,6 +230,11 @@ def selected_model_name() -> str:
     return os.environ.get("CHATLAB_MODEL") or DEFAULT_MODEL
 
 
+def is_loaded(name: str | None = None) -> bool:
+    """Whether the process-wide model is already loaded (so asking for it will not wait)."""
+    return (name or selected_model_name()) in _SHARED
+
+
 def get_model(name: str | None = None, progress: Callable[[str], None] = print) -> LoadedModel:
     """The process-wide model, loaded once even when requests arrive together."""
     name = name or selected_model_name()
@@ -295,4 +300,4 @@ def register_chat_tokenizer() -> None:
     name = selected_model_name()
     title = REGISTRY[name].title if name in REGISTRY else Path(name).name
     tokens.register_tokenizer(title, lambda: ModelTokenizer(get_model(name).tokenizer),
-                              f"ChatLab's chat model ({title})", ready=lambda: name in _SHARED)
+                              f"ChatLab's chat model ({title})", ready=lambda: is_loaded(name))

@@ -68,7 +68,7 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
         temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), max_new_tokens=int(max_new_tokens),
         repetition_penalty=float(repetition_penalty), seed=None if seed is None or int(seed) < 0 else int(seed))
     try:
-        if not models._SHARED:
+        if not models.is_loaded():
             gr.Info(tr(request, "chat.loading"))
         loaded = models.get_model()
         cancel = threading.Event()
