@@ -1,23 +1,25 @@
-"""The fast CPU decoder for Llama-style chat models: fp16 weights, a static KV cache, one compiled step per token.
+"""The fast CPU decoder for Llama-style chat models: llama.cpp's quantized blocks, a static KV cache, one compiled
+step per token.
 
-Decoding one token of a 135 M model reads every weight once, so its speed is set by the bytes read and by per-op
-overhead, not by arithmetic. transformers' generate in fp32 reads 0.54 GB per token and runs ~500 Python-level ops;
-this decoder stores the matrices in fp16 (0.27 GB; SmolLM2's weights come from a 4-bit GGUF, so fp16 loses nothing
-that matters: logits move by < 0.02) and runs the whole step (30 layers and the tied lm_head) as one
-AOTInductor-compiled C++ function in which every matrix-vector product is a vectorized reduction that widens fp16 to
-fp32 in registers. The prompt (prefill) runs on transformers' fp32 model (batched matmuls are fast there) and its KV
-cache is copied into the decoder's static cache. Measured on a 2-core AVX2 CPU (`python -m chat.bench chat`): ~58
-tokens/s, 3.5-3.8x transformers' fp32 generate and ~0.55x llama.cpp on the Q4_1 GGUF (which reads 3x fewer bytes).
+Decoding one token of a 135 M model reads every weight once, so its speed is set by the bytes read, the work spent
+unpacking them and per-op overhead. transformers' generate in fp32 reads 0.54 GB per token and runs ~500 Python-level
+ops. This decoder keeps the weights as SmolLM2's GGUF holds them (Q4_1 blocks for the layers, Q8_0 for the
+embedding; re-packed from the dequantized fp32 weights bit for bit, so nothing is approximated) and multiplies with
+integer dot products in a small AVX2 kernel (chat/fastpath_kernels.cpp): ~0.09 GB per token. The whole step (30
+layers and the tied lm_head) is one AOTInductor-compiled C++ function that calls those kernels as custom ops. The
+prompt (prefill) runs on transformers' fp32 model (batched matmuls are fast there) and its KV cache is copied into
+the decoder's static cache. Measured on a 2-core AVX2 CPU (`python -m chat.bench chat`): see the README.
 
-Why not int8 or int4: on CPUs without AVX512/VNNI, inductor's int8 -> fp32 conversion and torch's
-`_weight_int8pack_mm` / `_weight_int4pack_mm_for_cpu` all ran 5-10x slower than the fp16 reduction (compute-bound),
-and torch.ao's dynamic quantization (int8 activations too) changed the greedy output.
+What did not win here (AVX2, no AVX512/VNNI): fp16 weights with inductor's fp16 -> fp32 reduction (~60-80
+tokens/s), the same Q4_1 blocks unpacked by inductor-generated code (compute-bound at ~15 G weights/s, no faster),
+torch's `_weight_int8pack_mm` / `_weight_int4pack_mm_for_cpu` (5-10x slower), torch.ao dynamic int8 (per-tensor int8
+activations changed the greedy output).
 
-The compiled step is built once (1-3 min on 2 cores, progress printed; the app keeps chatting on the plain path
-meanwhile) with `torch.export` + `torch._inductor.aoti_compile_and_package` and cached as a .pt2 next to the
-converted model; later starts load it in about a second. The decode loop follows gpt-fast's (pytorch-labs/gpt-fast
-`generate.py`): a static cache written at `pos`, one token per step. Anything that fails (an unsupported model, no C++
-compiler, a damaged package) leaves the plain path in use, with a printed note.
+The kernels (~10 s) and the compiled step (~1 min on 2 cores, progress printed; the app keeps chatting on the plain
+path meanwhile) are built once with `torch.export` + `torch._inductor.aoti_compile_and_package` and cached next to
+the converted model; later starts load them in well under a second. The decode loop follows gpt-fast's
+(pytorch-labs/gpt-fast `generate.py`): a static cache written at `pos`, one token per step. Anything that fails (an
+unsupported model, no C++ compiler, a damaged package) leaves the plain path in use, with a printed note.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKAGE_FORMAT = 1  # bump when the compiled step's inputs, outputs or weight format change
+PACKAGE_FORMAT = 3  # bump when the compiled step's inputs, outputs or weight format change
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ def supported(model: nn.Module) -> str | None:
         return "linear layers with bias"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act!r}"
+    cfg = decoder_config(model)
+    widths = {"hidden size": cfg.hidden, "intermediate size": config.intermediate_size,
+              "attention width": cfg.heads * cfg.head_dim}
+    for what, size in widths.items():
+        if size % BLOCK:
+            return f"{what} {size} is not a multiple of {BLOCK} (the weights are stored in blocks of {BLOCK})"
     return None
 
 
@@ -72,35 +80,130 @@ def decoder_config(model: nn.Module) -> DecoderConfig:
                          head_dim, c.vocab_size, float(c.rms_norm_eps), float(theta))
 
 
-WEIGHT_DTYPE = torch.float16  # storage of the matrices; all arithmetic is fp32
+# --- block-quantized weights and their kernels ---------------------------------------------------------------------
+#
+# The matrices are stored the way SmolLM2's GGUF stores them for llama.cpp: blocks of 32 consecutive columns of a
+# row, each with its own scale. The transformer layers are Q4_1 (4-bit codes q in 0..15, w = scale * q + min), the
+# embedding (and tied lm_head) Q8_0 (8-bit codes in -127..127, w = scale * q). The GGUF holds exactly those blocks,
+# so quantizing its dequantized fp32 weights again finds the same codes and scales: the decoder computes with the
+# model's own weights, bit for bit, while reading 4.5 (layers) and 8.5 (embedding) bits per weight instead of 32.
+# The products run in chat/fastpath_kernels.cpp (AVX2 integer dot products, see there), compiled once with the
+# system's C++ compiler and called from the compiled step as the custom ops torch.ops.chatlab.q4_linear / q8_linear.
+
+BLOCK = 32  # columns per block (Q4_1 and Q8_0)
 
 
-def half(weight: torch.Tensor) -> torch.Tensor:
-    return weight.detach().to(WEIGHT_DTYPE).contiguous()
+def pack_q4(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """fp32 (N, K) -> Q4_1 blocks: codes (N, K/32, 16) uint8 (byte j = q[j] | q[j+16] << 4), scales, mins (N, K/32)."""
+    n, k = weight.shape
+    blocks = weight.detach().float().reshape(n, k // BLOCK, BLOCK)
+    low, high = blocks.amin(dim=-1), blocks.amax(dim=-1)
+    scale = (high - low) / 15
+    q = torch.round((blocks - low[..., None]) / scale.clamp_min(1e-30)[..., None]).clamp(0, 15).to(torch.uint8)
+    return {"codes": (q[..., :16] | (q[..., 16:] << 4)).contiguous(), "scales": scale.contiguous(),
+            "mins": low.contiguous()}
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x (K,) @ fp16 weight (N, K)^T -> (N,), accumulated in fp32.
+def pack_q8(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """fp32 (N, K) -> Q8_0 blocks: codes (N, K/32, 32) int8, scales (N, K/32)."""
+    n, k = weight.shape
+    blocks = weight.detach().float().reshape(n, k // BLOCK, BLOCK)
+    scale = blocks.abs().amax(dim=-1) / 127
+    q = torch.round(blocks / scale.clamp_min(1e-30)[..., None]).clamp(-127, 127).to(torch.int8)
+    return {"codes": q.contiguous(), "scales": scale.contiguous()}
 
-    Compiled, the broadcast-multiply-sum becomes one vectorized reduction that widens fp16 to fp32 in registers
-    (one F16C instruction per 8 values), so it reads half the bytes of an fp32 matmul. Eagerly (tests) the same
-    product is a plain fp32 linear on the widened rows.
-    """
-    if torch.compiler.is_compiling():
-        return (x[None, :] * weight.to(torch.float32)).sum(dim=-1)
-    return F.linear(x, weight.to(torch.float32))
+
+def dequantize(packed: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The fp32 matrix (N, K) of packed blocks, or only its `rows` (an int64 tensor) -> (len(rows), K)."""
+    codes, scales, mins = packed["codes"], packed["scales"], packed.get("mins")
+    if rows is not None:
+        codes, scales, mins = codes[rows], scales[rows], None if mins is None else mins[rows]
+    if mins is None:
+        values = codes.to(torch.float32) * scales[..., None]
+    else:
+        q = torch.cat([codes & 0x0F, codes >> 4], dim=-1).to(torch.float32)
+        values = q * scales[..., None] + mins[..., None]
+    return values.reshape(codes.shape[0], -1)
+
+
+def linear(x: torch.Tensor, packed: dict[str, torch.Tensor]) -> torch.Tensor:
+    """x (K,) @ the packed matrix (N, K)^T -> (N,) with the C++ kernels (load_kernels() first)."""
+    if "mins" in packed:
+        return torch.ops.chatlab.q4_linear(x, packed["codes"], packed["scales"], packed["mins"])
+    return torch.ops.chatlab.q8_linear(x, packed["codes"], packed["scales"])
+
+
+KERNELS_SOURCE = Path(__file__).with_name("fastpath_kernels.cpp")
+
+
+def _compiler() -> str | None:
+    return next((c for c in (os.environ.get("CXX"), "g++", "c++") if c and shutil.which(c)), None)
+
+
+def _kernel_flags() -> list[str]:
+    vector = ["-mavx2", "-mfma"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
+    return ["-O3", "-shared", "-fPIC", "-std=c++20", "-fopenmp", *vector,
+            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+
+
+def kernels_path() -> Path:
+    """Where the compiled kernels for this source, torch version and CPU live."""
+    from chat.data import cache_dir
+
+    raw = f"{KERNELS_SOURCE.read_text()}:{torch.__version__}:{' '.join(_kernel_flags())}"
+    return cache_dir("models") / f"chatlab-kernels-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.so"
+
+
+def build_kernels(target: Path) -> Path:
+    """Compile fastpath_kernels.cpp into `target` (~10 s; under a temporary name, then renamed)."""
+    import subprocess
+
+    from torch.utils import cpp_extension
+
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++) found")
+    libraries = cpp_extension.library_paths()
+    staging = target.with_name(f"{target.stem}.partial-{os.getpid()}.so")
+    command = [compiler, *_kernel_flags(), *[f"-I{p}" for p in cpp_extension.include_paths()], str(KERNELS_SOURCE),
+               "-o", str(staging), *[f"-L{p}" for p in libraries], *[f"-Wl,-rpath,{p}" for p in libraries],
+               "-lc10", "-ltorch_cpu"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        staging.unlink(missing_ok=True)
+        raise RuntimeError(f"compiling {KERNELS_SOURCE.name} failed: {done.stderr.strip()[-800:]}")
+    os.replace(staging, target)
+    return target
+
+
+def load_kernels(path: Path) -> None:
+    """Register torch.ops.chatlab.* from the compiled library (once per process), with the shape rules export needs."""
+    if hasattr(torch.ops.chatlab, "q4_linear"):
+        return
+    torch.ops.load_library(str(path))
+
+    @torch.library.register_fake("chatlab::q4_linear")
+    def _(x, codes, scales, mins):
+        return x.new_empty(codes.shape[0])
+
+    @torch.library.register_fake("chatlab::q8_linear")
+    def _(x, codes, scales):
+        return x.new_empty(codes.shape[0])
 
 
 class Decoder(nn.Module):
-    """One decode step of a Llama-style model on fp16 weights; forward(token, pos, caches) -> logits, new k/v."""
+    """One decode step of a Llama-style model on its 4-bit (layers) and 8-bit (embedding) blocks;
+    forward(token, pos, caches) -> logits, new k/v."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kernels: bool = False):
         super().__init__()
         self.config = cfg = decoder_config(model)
+        self.kernels = kernels  # products by the C++ kernels (the compiled step), else on dequantized fp32 matrices
         base = model.model
-        self.register_buffer("embed", half(base.embed_tokens.weight))  # (vocab, hidden)
+        self._dense: dict[str, torch.Tensor] = {}  # eager runs only: dequantized matrices, made on first use
+        self._matrix("embed", base.embed_tokens.weight, 8)  # (vocab, hidden): rows looked up, and the tied lm_head
         tied = model.lm_head.weight.data_ptr() == base.embed_tokens.weight.data_ptr()
-        self.register_buffer("head", self.embed if tied else half(model.lm_head.weight))  # (vocab, hidden)
+        self.head = "embed" if tied else self._matrix("head", model.lm_head.weight, 8)
         self.register_buffer("final_norm", base.norm.weight.detach().float().clone())
         half_dim = cfg.head_dim // 2
         inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, half_dim, dtype=torch.float32) * 2 / cfg.head_dim)
@@ -108,12 +211,28 @@ class Decoder(nn.Module):
         for i, layer in enumerate(base.layers):
             a, m = layer.self_attn, layer.mlp
             # q, k, v in one matrix and gate, up in another: one pass over the input instead of several
-            self.register_buffer(f"l{i}_qkv", half(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])))
-            self.register_buffer(f"l{i}_o", half(a.o_proj.weight))
-            self.register_buffer(f"l{i}_gate_up", half(torch.cat([m.gate_proj.weight, m.up_proj.weight])))
-            self.register_buffer(f"l{i}_down", half(m.down_proj.weight))
+            self._matrix(f"l{i}_qkv", torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+            self._matrix(f"l{i}_o", a.o_proj.weight)
+            self._matrix(f"l{i}_gate_up", torch.cat([m.gate_proj.weight, m.up_proj.weight]))
+            self._matrix(f"l{i}_down", m.down_proj.weight)
             self.register_buffer(f"l{i}_attn_norm", layer.input_layernorm.weight.detach().float().clone())
             self.register_buffer(f"l{i}_mlp_norm", layer.post_attention_layernorm.weight.detach().float().clone())
+
+    def _matrix(self, name: str, weight: torch.Tensor, bits: int = 4) -> str:
+        for part, tensor in (pack_q4 if bits == 4 else pack_q8)(weight).items():
+            self.register_buffer(f"{name}_{part}", tensor)
+        return name
+
+    def _packed(self, name: str) -> dict[str, torch.Tensor]:
+        return {part: getattr(self, f"{name}_{part}") for part in ("codes", "scales", "mins")
+                if hasattr(self, f"{name}_{part}")}
+
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if self.kernels:
+            return linear(x, self._packed(name))
+        if name not in self._dense:  # eager (tests, the reference): a plain linear on the dequantized matrix
+            self._dense[name] = dequantize(self._packed(name))
+        return F.linear(x, self._dense[name])
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).mean() + self.config.eps) * weight
@@ -126,7 +245,7 @@ class Decoder(nn.Module):
         cfg = self.config
         n = past.shape[0]
         hd, nh, nkv = cfg.head_dim, cfg.heads, cfg.kv_heads
-        x = self.embed[token[0]].to(torch.float32)  # (hidden,)
+        x = dequantize(self._packed("embed"), rows=token)[0]  # (hidden,)
         angle = pos.to(torch.float32) * self.inv_freq  # (hd/2,)
         cos, sin = torch.cos(angle).repeat(2), torch.sin(angle).repeat(2)  # (hd,), HF's rotate_half layout
 
@@ -137,7 +256,7 @@ class Decoder(nn.Module):
         new_k, new_v = [], []
         for i in range(cfg.layers):
             h = self._norm(x, getattr(self, f"l{i}_attn_norm"))
-            qkv = linear(h, getattr(self, f"l{i}_qkv"))
+            qkv = self._linear(h, f"l{i}_qkv")
             q = rope(qkv[: nh * hd].view(nh, hd))
             k = rope(qkv[nh * hd: (nh + nkv) * hd].view(nkv, hd))
             v = qkv[(nh + nkv) * hd:].view(nkv, hd)
@@ -148,11 +267,11 @@ class Decoder(nn.Module):
             q = q.view(nkv, nh // nkv, hd)  # query heads grouped by the kv head they share
             scores = torch.einsum("gqd,gtd->gqt", q, keys) / hd ** 0.5
             attn = torch.einsum("gqt,gtd->gqd", torch.softmax(scores, dim=-1), values).reshape(nh * hd)
-            x = x + linear(attn, getattr(self, f"l{i}_o"))
+            x = x + self._linear(attn, f"l{i}_o")
             h = self._norm(x, getattr(self, f"l{i}_mlp_norm"))
-            gate, up = linear(h, getattr(self, f"l{i}_gate_up")).chunk(2)
-            x = x + linear(F.silu(gate) * up, getattr(self, f"l{i}_down"))
-        logits = linear(self._norm(x, self.final_norm), self.head)
+            gate, up = self._linear(h, f"l{i}_gate_up").chunk(2)
+            x = x + self._linear(F.silu(gate) * up, f"l{i}_down")
+        logits = self._linear(self._norm(x, self.final_norm), self.head)
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
@@ -164,7 +283,7 @@ def package_path(model: nn.Module) -> Path:
     from chat.data import cache_dir
 
     source = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "model"))
-    raw = f"{PACKAGE_FORMAT}:{source}:{torch.__version__}:{torch.backends.cpu.get_cpu_capability()}"
+    raw = f"{PACKAGE_FORMAT}:{source}:{torch.__version__}:{torch.backends.cpu.get_cpu_capability()}:{kernels_path()}"
     return cache_dir("models") / f"{Path(source).name or 'model'}-fast-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.pt2"
 
 
@@ -174,13 +293,18 @@ def _example_inputs(cfg: DecoderConfig) -> tuple:
 
 
 def build_package(model: nn.Module, target: Path, progress: Callable[[str], None] = print) -> Path:
-    """Export the decode step and compile it with AOTInductor into `target` (written under a temporary name, then
-    renamed, so a crash never leaves a half-written package that looks complete)."""
+    """Compile the kernels, export the decode step and compile it with AOTInductor into `target` (written under a
+    temporary name, then renamed, so a crash never leaves a half-written package that looks complete)."""
     from torch.export import Dim
 
     start = time.perf_counter()
-    progress("Fast path: packing the weights (fp16)…")
-    decoder = Decoder(model).eval()
+    kernels = kernels_path()
+    if not kernels.exists():
+        progress("Fast path: compiling the quantized matrix kernels (once; about 10 s)…")
+        build_kernels(kernels)
+    load_kernels(kernels)
+    progress("Fast path: packing the weights into Q4_1 / Q8_0 blocks…")
+    decoder = Decoder(model, kernels=True).eval()
     cfg = decoder.config
     steps = Dim("past", min=1, max=65_534)
     slots = Dim("slots", min=2, max=65_535)
@@ -188,11 +312,15 @@ def build_package(model: nn.Module, target: Path, progress: Callable[[str], None
     with torch.no_grad():
         exported = torch.export.export(decoder, _example_inputs(cfg),
                                        dynamic_shapes=({}, {}, {2: slots}, {2: slots}, {0: steps}))
-    progress("Fast path: compiling it to C++ with AOTInductor (once; about 1-3 minutes on 2 cores)…")
+    progress("Fast path: compiling it to C++ with AOTInductor (once; about a minute on 2 cores)…")
     staging = target.with_name(f"{target.stem}.partial-{os.getpid()}.pt2")
     staging.unlink(missing_ok=True)
     torch._inductor.aoti_compile_and_package(exported, package_path=str(staging))
     os.replace(staging, target)
+    for stale in [*target.parent.glob(f"{target.name.split('-fast-')[0]}-fast-*.pt2"),
+                  *target.parent.glob("chatlab-kernels-*.so")]:  # packages of earlier versions
+        if stale not in (target, kernels) and ".partial-" not in stale.name:
+            stale.unlink(missing_ok=True)
     progress(f"Fast path: compiled in {time.perf_counter() - start:.0f} s, cached in {target}")
     return target
 
@@ -261,8 +389,10 @@ def eager_decoder(model: nn.Module) -> FastDecoder:
 
 
 def load_package(model: nn.Module, path: Path) -> FastDecoder:
-    """The compiled step from its package (~0.4 s). torch's C++ loader is used directly when present: importing
-    torch._inductor for `aoti_load_package` alone adds ~1.2 s to every start, and its pytree wrapper runs per token."""
+    """The compiled step from its package (~0.4 s), after the kernels it calls. torch's C++ loader is used directly
+    when present: importing torch._inductor for `aoti_load_package` alone adds ~1.2 s to every start, and its pytree
+    wrapper runs per token."""
+    load_kernels(kernels_path())
     loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader_class is None:
         runner = torch._inductor.aoti_load_package(str(path))
@@ -286,7 +416,7 @@ def unavailable_reason(model: nn.Module, device: torch.device) -> str | None:
         return f"it is for CPUs (the model is on {device.type})"
     if next(model.parameters()).dtype != torch.float32:
         return "it expects the fp32 model"
-    if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
+    if _compiler() is None:
         return "no C++ compiler (g++) found"
     return supported(model)
 
@@ -296,15 +426,17 @@ def cached_decoder(model: nn.Module, device: torch.device,
     """The fast decoder from its cached package, or None (not built yet, unavailable, or broken: say why)."""
     if unavailable_reason(model, device) is not None:
         return None
-    path = package_path(model)
-    if not path.exists():
+    path, kernels = package_path(model), kernels_path()
+    if not (path.exists() and kernels.exists()):
         return None
-    try:
-        return load_package(model, path)
-    except Exception as error:  # a package from another build or a damaged file: rebuild next time
-        progress(f"Fast path: the cached package {path.name} does not load ({error}); removing it.")
-        path.unlink(missing_ok=True)
-        return None
+    for damaged, load in ((kernels, lambda: load_kernels(kernels)), (path, lambda: load_package(model, path))):
+        try:
+            decoder = load()
+        except Exception as error:  # from another build, or a damaged file: rebuild next time
+            progress(f"Fast path: the cached {damaged.name} does not load ({error}); removing it.")
+            damaged.unlink(missing_ok=True)
+            return None
+    return decoder
 
 
 def prepare_decoder(model: nn.Module, device: torch.device,

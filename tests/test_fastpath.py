@@ -20,6 +20,16 @@ def eager(chat_model):
     return fastpath.eager_decoder(chat_model.model)
 
 
+@pytest.fixture(scope="module")
+def kernels():
+    """The C++ kernels, compiled into the test cache once (~10 s) and registered as torch.ops.chatlab.*."""
+    path = fastpath.kernels_path()
+    if not path.exists():
+        fastpath.build_kernels(path)
+    fastpath.load_kernels(path)
+    return path
+
+
 @pytest.fixture
 def plain(chat_model):
     return dataclasses.replace(chat_model, fast=None)
@@ -33,7 +43,38 @@ def test_the_decoder_step_gives_the_plain_models_next_token_and_nearly_its_logit
         plain_logits = chat_model.model(input_ids=torch.tensor([ids + continuation])).logits[0, len(ids) - 1:-1]
     assert fast_logits.shape == plain_logits.shape == (5, chat_model.model.config.vocab_size)
     assert torch.equal(fast_logits.argmax(-1), plain_logits.argmax(-1))
-    assert (fast_logits - plain_logits).abs().max() < 0.1  # fp16 weights: logits range about +-25
+    assert (fast_logits - plain_logits).abs().max() < 1e-3  # the same weights; logits range about +-25
+
+
+def test_packing_finds_the_ggufs_own_blocks_bit_for_bit(chat_model):
+    """Every matrix re-packed (Q4_1 layers, Q8_0 embedding) dequantizes to exactly the model's fp32 weights."""
+    model = chat_model.model.model
+    embed = model.embed_tokens.weight
+    assert torch.equal(fastpath.dequantize(fastpath.pack_q8(embed)), embed)
+    for layer in model.layers:
+        for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+                       layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+            assert torch.equal(fastpath.dequantize(fastpath.pack_q4(linear.weight)), linear.weight)
+    packed = fastpath.pack_q8(embed)
+    rows = torch.tensor([0, 17, embed.shape[0] - 1])
+    assert torch.equal(fastpath.dequantize(packed, rows), embed[rows])
+    assert packed["codes"].dtype == torch.int8 and fastpath.pack_q4(embed)["codes"].shape == (embed.shape[0], 18, 16)
+
+
+def test_the_kernels_compute_the_dense_product(chat_model, kernels):
+    torch.manual_seed(0)
+    layer = chat_model.model.model.layers[0]
+    for weight, pack in ((layer.mlp.down_proj.weight, fastpath.pack_q4), (layer.self_attn.q_proj.weight, fastpath.pack_q4),
+                         (chat_model.model.model.embed_tokens.weight, fastpath.pack_q8)):
+        packed = pack(weight)
+        x = torch.randn(weight.shape[1])
+        x[:32] = 0  # an all-zero block (its scale is 0)
+        expected = torch.nn.functional.linear(x, weight)
+        got = fastpath.linear(x, packed)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()  # x is rounded to int16 per block
+    with pytest.raises(RuntimeError, match="columns"):
+        fastpath.linear(torch.randn(100), fastpath.pack_q4(layer.mlp.down_proj.weight))
 
 
 def test_greedy_chat_on_the_fast_path_matches_the_plain_path(chat_model, eager, plain):
@@ -104,7 +145,7 @@ def test_a_failed_build_falls_back_to_the_plain_path_with_a_note(chat_model, mon
     assert "no compiler today" in notes[-1] and "generate" in notes[-1]
 
 
-def test_a_damaged_cached_package_is_removed_and_not_used(chat_model, monkeypatch, tmp_path):
+def test_a_damaged_cached_package_is_removed_and_not_used(chat_model, kernels, monkeypatch, tmp_path):
     damaged = tmp_path / "damaged.pt2"
     damaged.write_bytes(b"not a zip file")
     monkeypatch.setattr(fastpath, "package_path", lambda model: damaged)
