@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,12 +177,19 @@ def build_kernels(target: Path) -> Path:
     return target
 
 
+_KERNELS_LOCK = threading.Lock()
+
+
 def load_kernels(path: Path) -> None:
     """Register torch.ops.chatlab.* from the compiled library (once per process), with the shape rules export needs."""
-    if hasattr(torch.ops.chatlab, "q4_linear"):
-        return
-    torch.ops.load_library(str(path))
+    with _KERNELS_LOCK:
+        if hasattr(torch.ops.chatlab, "q4_linear"):
+            return
+        torch.ops.load_library(str(path))
+        _register_shapes()
 
+
+def _register_shapes() -> None:
     @torch.library.register_fake("chatlab::q4_linear")
     def _(x, codes, scales, mins):
         return x.new_empty(codes.shape[0])

@@ -206,7 +206,7 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | None = None, dt
 
     device = device or best_device()
     if dtype is None and device.type == "cpu" and fastpath.enabled() and not os.environ.get("CHATLAB_DTYPE"):
-        dtype = torch.float32  # the fast decoder keeps its own fp16 copy; prompt and reference stay exact fp32
+        dtype = torch.float32  # the fast decoder keeps its own quantized copy; prompt and reference stay exact fp32
     dtype = dtype or best_dtype(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
