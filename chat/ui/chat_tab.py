@@ -5,6 +5,7 @@ import json
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +59,11 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
     return generation.normalize_messages(turns)
 
 
+# Screen updates per second are capped: every yield is diffed, sent and re-rendered, and on a small CPU that work
+# competes with the model for the same cores (per-token updates halved the decode speed on 2 cores with a local browser)
+REFRESH_S = 0.04
+
+
 def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
             max_new_tokens: int, repetition_penalty: float, seed: int, request: gr.Request):
     """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive."""
@@ -85,10 +91,13 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     notes = tr(request, "chat.dropped", n=stream.prompt.dropped) if stream.prompt.dropped else ""
     header = gr.update(value=view, label=tr(request, "chat.prompt_tokens", tokens=used))
     try:
-        answer = ""
+        answer, shown_at = "", 0.0
         for delta in stream:
             answer += delta
-            yield answer, notes, gauge(used + stream._streamer.tokens, loaded.context_window, request), header
+            now = time.monotonic()
+            if now - shown_at >= REFRESH_S:  # the first token at once, then ~25 updates/s (the model makes ~140)
+                yield answer, notes, gauge(used + stream._streamer.tokens, loaded.context_window, request), header
+                header, shown_at = gr.skip(), now  # the prompt view is sent once
     except RuntimeError as error:
         raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
     finally:
@@ -118,8 +127,13 @@ def stop_reply(request: gr.Request) -> None:
         cancel.set()
 
 
-def export(history: list[dict], system: str):
-    """Markdown and JSON files of the conversation (stats notes left out)."""
+def export(history: list[dict], system: str, request: gr.Request = None):
+    """Markdown and JSON files of the conversation (stats notes left out); not while a reply is still streaming
+    (the chatbot changes ~25 times a second then, and writing files each time would slow the model down)."""
+    with _CANCELS_LOCK:
+        streaming = getattr(request, "session_hash", None) in _CANCELS
+    if streaming:
+        return gr.skip(), gr.skip()
     turns = conversation(history, system)
     folder = Path(tempfile.mkdtemp(prefix="chatlab-chat-"))
     markdown = "\n\n".join(f"**{t['role']}**:\n\n{t['content']}" for t in turns) + "\n"
@@ -172,7 +186,7 @@ def build() -> None:
         gr.api(chat, api_name="chat")
         interface.textbox.stop(stop_reply, None, None, queue=False, api_visibility="private")
         chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
-                       show_progress="hidden")
+                       show_progress="hidden", trigger_mode="always_last")
         gr.on([chatbot.clear], lambda: ("", "", []), None, [notes, context, prompt], api_visibility="private")
         # On page load (no inputs): shows the model once it is ready; app.py preloads it at start-up.
         gr.on(None, model_status, None, status, api_visibility="private", concurrency_limit=None,

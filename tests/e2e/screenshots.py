@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             for tab, locale, name in shots:
-                context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+                context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900}, reduced_motion="reduce")
                 page = context.new_page()
                 page.set_default_timeout(60_000)
                 page.goto(url)

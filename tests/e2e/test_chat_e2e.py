@@ -45,6 +45,11 @@ def test_a_chat_message_streams_an_answer_with_stats_and_the_prompt(app_url, pag
     prompt = page.locator("#chat-prompt")
     assert "<|im_start|>" in prompt.inner_text() and "What is the capital of France?" in prompt.inner_text()
     assert "Context:" in page.locator("#chat-gauge").inner_text()
+    page.get_by_text("Export the conversation").click()  # written once the reply is complete, not per chunk
+    with page.expect_download() as download:
+        page.locator("#chat-export-md").click()
+    markdown = open(download.value.path(), encoding="utf-8").read()
+    assert "What is the capital of France?" in markdown and "Paris" in markdown
 
 
 def test_clicking_a_next_token_candidate_appends_it(app_url, page, chat_model):
