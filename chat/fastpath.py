@@ -156,7 +156,9 @@ def kernels_path() -> Path:
 
 
 def build_kernels(target: Path) -> Path:
-    """Compile fastpath_kernels.cpp into `target` (~10 s; under a temporary name, then renamed)."""
+    """Compile fastpath_kernels.cpp into `target` (~10 s; under a temporary name, then renamed). One g++ command
+    rather than torch.utils.cpp_extension.load, which needs ninja on the PATH (absent from a bare venv or Space);
+    its include paths are used."""
     import subprocess
 
     from torch.utils import cpp_extension

@@ -137,41 +137,42 @@ void check(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale
               "scales must be contiguous float32 (N, K/32)");
 }
 
+// out[row] = row_dot(row, x) for every row of the matrix, rows split across the OpenMP threads
+template <typename RowDot>
+at::Tensor matvec(const at::Tensor& x, int64_t rows, RowDot row_dot) {
+  const QuantizedX q = quantize_x(x.data_ptr<float>(), x.size(0));
+  at::Tensor out = at::empty({rows}, x.options());
+  float* o = out.data_ptr<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) o[row] = row_dot(row, q);
+  return out;
+}
+
 at::Tensor q4_linear(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins) {
   const at::Tensor x = x_in.contiguous();
   check(x, codes, scales, 16);
   TORCH_CHECK(codes.scalar_type() == at::kByte, "Q4_1 codes must be uint8");
   TORCH_CHECK(mins.scalar_type() == at::kFloat && mins.is_contiguous() && mins.numel() == scales.numel(),
               "mins must be contiguous float32 (N, K/32)");
-  const int64_t n = codes.size(0), blocks = codes.size(1);
-  const QuantizedX q = quantize_x(x.data_ptr<float>(), x.size(0));
-  at::Tensor out = at::empty({n}, x.options());
-  float* o = out.data_ptr<float>();
+  const int64_t blocks = codes.size(1);
   const uint8_t* c = codes.data_ptr<uint8_t>();
   const float* s = scales.data_ptr<float>();
   const float* m = mins.data_ptr<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < n; ++row) {
-    o[row] = q4_row(c + row * blocks * 16, s + row * blocks, m + row * blocks, q, blocks);
-  }
-  return out;
+  return matvec(x, codes.size(0), [&](int64_t row, const QuantizedX& q) {
+    return q4_row(c + row * blocks * 16, s + row * blocks, m + row * blocks, q, blocks);
+  });
 }
 
 at::Tensor q8_linear(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales) {
   const at::Tensor x = x_in.contiguous();
   check(x, codes, scales, kBlock);
   TORCH_CHECK(codes.scalar_type() == at::kChar, "Q8_0 codes must be int8");
-  const int64_t n = codes.size(0), blocks = codes.size(1);
-  const QuantizedX q = quantize_x(x.data_ptr<float>(), x.size(0));
-  at::Tensor out = at::empty({n}, x.options());
-  float* o = out.data_ptr<float>();
+  const int64_t blocks = codes.size(1);
   const int8_t* c = codes.data_ptr<int8_t>();
   const float* s = scales.data_ptr<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < n; ++row) {
-    o[row] = q8_row(c + row * blocks * kBlock, s + row * blocks, q, blocks);
-  }
-  return out;
+  return matvec(x, codes.size(0), [&](int64_t row, const QuantizedX& q) {
+    return q8_row(c + row * blocks * kBlock, s + row * blocks, q, blocks);
+  });
 }
 
 }  // namespace
