@@ -25,7 +25,8 @@ def model_status(request: gr.Request) -> str:
     except models.ModelLoadError as error:
         return "⚠️ " + tr(request, "chat.model_error", error=error)
     return tr(request, "chat.model_status", title=loaded.title, dtype=str(loaded.dtype).replace("torch.", ""),
-              device=loaded.device.type, context=loaded.context_window, source=loaded.source,
+              device=loaded.device.type, context=loaded.context_window,
+              source=tr(request, f"chat.source_{loaded.source}"),
               seconds=loaded.load_seconds)
 
 
