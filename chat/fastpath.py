@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKAGE_FORMAT = 3  # bump when the compiled step's inputs, outputs or weight format change
+PACKAGE_FORMAT = 4  # bump when the compiled step's inputs, outputs or weight format change
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ class DecoderConfig:
     rope_theta: float  # rotary base
 
 
-def supported(model: nn.Module) -> str | None:
-    """None when the decoder can run this model, else the reason it cannot."""
-    config = getattr(model, "config", None)
+def supported(model) -> str | None:
+    """None when the decoder can run this model (a transformers model, or its config), else the reason it cannot."""
+    config = getattr(model, "config", model)
     if getattr(config, "model_type", None) != "llama":
         return f"model type {getattr(config, 'model_type', '?')!r} (the fast path knows Llama-style models)"
     rope = getattr(config, "rope_parameters", None) or {"rope_type": "default"}
@@ -72,8 +72,8 @@ def supported(model: nn.Module) -> str | None:
     return None
 
 
-def decoder_config(model: nn.Module) -> DecoderConfig:
-    c = model.config
+def decoder_config(model) -> DecoderConfig:
+    c = getattr(model, "config", model)
     rope = getattr(c, "rope_parameters", None) or {}
     theta = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
@@ -288,11 +288,12 @@ class Decoder(nn.Module):
 # --- the compiled package -----------------------------------------------------------------------------------------
 
 
-def package_path(model: nn.Module) -> Path:
-    """Where the compiled step for this model, torch version and CPU lives (next to the converted model)."""
+def package_path(model) -> Path:
+    """Where the compiled step for this model (or config), torch version and CPU lives (next to the converted
+    model)."""
     from chat.data import cache_dir
 
-    source = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "model"))
+    source = str(getattr(getattr(model, "config", model), "_name_or_path", "") or "model")
     raw = f"{PACKAGE_FORMAT}:{source}:{torch.__version__}:{torch.backends.cpu.get_cpu_capability()}:{kernels_path()}"
     return cache_dir("models") / f"{Path(source).name or 'model'}-fast-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.pt2"
 
@@ -316,7 +317,7 @@ def build_package(model: nn.Module, target: Path, progress: Callable[[str], None
     progress("Fast path: packing the weights into Q4_1 / Q8_0 blocks…")
     decoder = Decoder(model, kernels=True).eval()
     cfg = decoder.config
-    steps = Dim("past", min=1, max=65_534)
+    steps = Dim("past", min=0, max=65_534)  # 0: the prompt's first token, when the step runs the prompt
     slots = Dim("slots", min=2, max=65_535)
     progress("Fast path: exporting the decode step…")
     with torch.no_grad():
@@ -337,21 +338,35 @@ def build_package(model: nn.Module, target: Path, progress: Callable[[str], None
 
 @dataclass
 class FastDecoder:
-    """Greedy or sampled decoding with the compiled step (or the eager Decoder), prefill on the plain model."""
+    """Greedy or sampled decoding with the compiled step (or the eager Decoder); the prompt runs batched on the
+    transformers model when it is there, else through the step, token by token."""
 
-    model: nn.Module  # the plain transformers model: runs the prompt
+    model: nn.Module | None  # the plain transformers model (None while it loads in the background)
     step: Callable  # (token, pos, k_cache, v_cache, past) -> logits, k, v
     config: DecoderConfig
     kind: str  # "aoti" (compiled package) or "eager" (tests, reference)
 
+    def _steps(self, tokens: list[int], start: int, k_cache: torch.Tensor, v_cache: torch.Tensor):
+        """Run `tokens` through the step at positions start, start + 1, …, storing their keys and values in the
+        caches; yields each one's next-token logits (vocab,)."""
+        for j, token in enumerate(tokens):
+            pos = start + j
+            logits, k, v = self.step(torch.tensor([token]), torch.tensor([pos]), k_cache, v_cache, torch.empty(pos))
+            k_cache[:, :, pos] = k
+            v_cache[:, :, pos] = v
+            yield logits
+
     @torch.inference_mode()
     def prefill(self, ids: list[int], slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the prompt through the plain model; (next-token logits (vocab,), k_cache, v_cache) with `slots`
-        positions, the prompt's filled in."""
+        """Run the prompt; (next-token logits (vocab,), k_cache, v_cache) with `slots` positions, the prompt's
+        filled in."""
         cfg = self.config
-        out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
         k_cache = torch.zeros(cfg.layers, cfg.kv_heads, slots, cfg.head_dim)
         v_cache = torch.zeros_like(k_cache)
+        if self.model is None:
+            *_, logits = self._steps(ids, 0, k_cache, v_cache)
+            return logits, k_cache, v_cache
+        out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
         for i, layer in enumerate(out.past_key_values.layers):  # each (1, kv_heads, T, head_dim)
             k_cache[i, :, : len(ids)] = layer.keys[0]
             v_cache[i, :, : len(ids)] = layer.values[0]
@@ -371,25 +386,15 @@ class FastDecoder:
             yield token
             if token in stop_ids or step == max_new_tokens - 1:
                 return
-            pos = seen.shape[1]
+            logits = next(self._steps([token], seen.shape[1], k_cache, v_cache))
             seen = torch.cat([seen, torch.tensor([[token]])], dim=1)
-            logits, k, v = self.step(torch.tensor([token]), torch.tensor([pos]), k_cache, v_cache, torch.empty(pos))
-            k_cache[:, :, pos] = k
-            v_cache[:, :, pos] = v
 
     @torch.inference_mode()
     def next_token_logits(self, ids: list[int], continuation: list[int]) -> torch.Tensor:
         """Teacher-forced logits (len(continuation), vocab): row j predicts continuation[j] given ids + the ones
         before it (the quality check: compare each row's argmax with the plain model's)."""
         logits, k_cache, v_cache = self.prefill(ids, len(ids) + len(continuation))
-        rows = [logits]
-        for j, token in enumerate(continuation[:-1]):
-            pos = len(ids) + j
-            logits, k, v = self.step(torch.tensor([token]), torch.tensor([pos]), k_cache, v_cache, torch.empty(pos))
-            k_cache[:, :, pos] = k
-            v_cache[:, :, pos] = v
-            rows.append(logits)
-        return torch.stack(rows)
+        return torch.stack([logits, *self._steps(continuation[:-1], len(ids), k_cache, v_cache)])
 
 
 def eager_decoder(model: nn.Module) -> FastDecoder:
@@ -411,7 +416,7 @@ def load_package(model: nn.Module, path: Path) -> FastDecoder:
 
         def runner(*inputs):
             return loader.run(list(inputs))
-    return FastDecoder(model, runner, decoder_config(model), "aoti")
+    return FastDecoder(model if isinstance(model, nn.Module) else None, runner, decoder_config(model), "aoti")
 
 
 def enabled() -> bool:
@@ -419,19 +424,20 @@ def enabled() -> bool:
     return os.environ.get("CHATLAB_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def unavailable_reason(model: nn.Module, device: torch.device) -> str | None:
+def unavailable_reason(model, device: torch.device) -> str | None:
+    """None when the fast path can run this model (a transformers model, or the config of an fp32 one)."""
     if not enabled():
         return "turned off (--plain / CHATLAB_FAST=0)"
     if device.type != "cpu":
         return f"it is for CPUs (the model is on {device.type})"
-    if next(model.parameters()).dtype != torch.float32:
+    if isinstance(model, nn.Module) and next(model.parameters()).dtype != torch.float32:
         return "it expects the fp32 model"
     if _compiler() is None:
         return "no C++ compiler (g++) found"
     return supported(model)
 
 
-def cached_decoder(model: nn.Module, device: torch.device,
+def cached_decoder(model, device: torch.device,
                    progress: Callable[[str], None] = print) -> FastDecoder | None:
     """The fast decoder from its cached package, or None (not built yet, unavailable, or broken: say why)."""
     if unavailable_reason(model, device) is not None:

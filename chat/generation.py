@@ -293,11 +293,9 @@ def _token_chooser(params: GenerationParams):
 
 def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel) -> None:
     """The fast decoder's loop feeding the same streamer generate would (prompt first, then each token)."""
-    eos = loaded.model.generation_config.eos_token_id
-    stop_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {loaded.tokenizer.eos_token_id}
     streamer.put(torch.tensor([ids]))
     try:
-        for token in loaded.fast.tokens(ids, params.max_new_tokens, _token_chooser(params), stop_ids - {None}, cancel):
+        for token in loaded.fast.tokens(ids, params.max_new_tokens, _token_chooser(params), loaded.stop_ids, cancel):
             streamer.put(torch.tensor([token]))
     finally:
         streamer.end()

@@ -77,6 +77,26 @@ def test_the_kernels_compute_the_dense_product(chat_model, kernels):
         fastpath.linear(torch.randn(100), fastpath.pack_q4(layer.mlp.down_proj.weight))
 
 
+def test_without_the_transformers_model_the_step_runs_the_prompt_itself(chat_model, eager):
+    """The prompt token by token through the decode step gives the batched prefill's logits and caches."""
+    ids = g.build_prompt(chat_model, ASK, 16).ids
+    batched = eager.prefill(ids, len(ids) + 4)
+    stepped = dataclasses.replace(eager, model=None).prefill(ids, len(ids) + 4)
+    for a, b in zip(batched, stepped):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-3)
+
+
+def test_a_failed_background_load_of_the_transformers_model_is_a_clear_error(chat_model):
+    from concurrent.futures import Future
+
+    from chat import models
+
+    failed = Future()
+    failed.set_exception(OSError("disk on fire"))
+    with pytest.raises(models.ModelLoadError, match="disk on fire"):
+        dataclasses.replace(chat_model, transformers_model=failed).model
+
+
 def test_greedy_chat_on_the_fast_path_matches_the_plain_path(chat_model, eager, plain):
     fast = dataclasses.replace(chat_model, fast=eager)
     params = g.GenerationParams(temperature=0, max_new_tokens=12)
@@ -165,3 +185,18 @@ def test_the_compiled_package_agrees_with_the_plain_model_on_the_fixed_prompts(c
                           atol=1e-2)
     assert len(fastpath.QUALITY_PROMPTS) >= 20
     assert fastpath.top1_agreement(chat_model.model, chat_model.tokenizer, fast, new_tokens=16) >= 0.95
+
+
+@pytest.mark.slow
+def test_with_the_package_cached_a_fresh_load_chats_at_once_and_takes_the_model_when_it_arrives(chat_model):
+    """load_model's quick path: tokenizer and compiled decoder first, the transformers model in the background."""
+    from chat import models
+
+    assert fastpath.package_path(chat_model.model).exists()  # built by the test above
+    loaded = models.load_model()
+    assert loaded.fast is not None and loaded.fast.kind == "aoti" and loaded.stop_ids == chat_model.stop_ids
+    params = g.GenerationParams(temperature=0, max_new_tokens=12)
+    first, _ = g.chat_reply(ASK, params, loaded)  # the prompt may run through the step, the model still loading
+    assert isinstance(loaded.model, torch.nn.Module) and loaded.fast.model is loaded.model
+    second, _ = g.chat_reply(ASK, params, loaded)  # the prompt batched on the transformers model
+    assert first == second and "Paris" in first
