@@ -289,8 +289,9 @@ def _load_for_fast_decoder(name: str, title: str, folder: Path, device: torch.de
 
     threading.Thread(target=load, name="chatlab-load-transformers-model", daemon=True).start()
     context = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+    eos = generation.get("eos_token_id", getattr(config, "eos_token_id", None))
     return LoadedModel(name, title, model, tokenizer, device, torch.float32, context, time.perf_counter() - start,
-                       source, _stop_ids(generation.get("eos_token_id", getattr(config, "eos_token_id", None)), tokenizer), fast)
+                       source, _stop_ids(eos, tokenizer), fast)
 
 
 _SHARED: dict[str, LoadedModel] = {}
