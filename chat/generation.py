@@ -292,10 +292,15 @@ def _token_chooser(params: GenerationParams):
 
 
 def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel) -> None:
-    """The fast decoder's loop feeding the same streamer generate would (prompt first, then each token)."""
+    """The reply as one request of the batching engine (chat.serving), whose tokens feed the same streamer generate
+    would (prompt first, then each token). `cancel` ends it at the engine's next step, freeing its slot."""
+    from chat import serving
+
     streamer.put(torch.tensor([ids]))
     try:
-        for token in loaded.fast.tokens(ids, params.max_new_tokens, _token_chooser(params), loaded.stop_ids, cancel):
+        request = serving.engine_for(loaded).submit(ids, params.max_new_tokens, serving.sampling_of(params),
+                                                    loaded.stop_ids, cancel=cancel)
+        for token in request:
             streamer.put(torch.tensor([token]))
     finally:
         streamer.end()
@@ -367,6 +372,11 @@ class NextTokenSession:
         """Logits for the next token after feeding `new_ids` on top of the cache (one forward pass)."""
         from transformers import DynamicCache
 
+        from chat import serving
+
+        engine = serving.engine_for(self.loaded)
+        if engine is not None:  # in the batch with everyone's chat; the engine keeps the text's KV for the next step
+            return engine.logits(self.ids)
         if self.past is None:
             self.past = DynamicCache(config=self.loaded.model.config)
         input_ids = torch.tensor([new_ids], device=self.loaded.device)
@@ -428,7 +438,8 @@ class NextTokenSession:
         if len(self.ids) <= self.prompt_len:
             raise ValueError("Nothing to undo: only the prompt is left.")
         self.ids.pop()
-        self.past.crop(-2)  # drop the undone token and the one before it, which is fed again for its logits
+        if self.past is not None:  # the plain path's cache (the engine finds the shorter text's prefix itself)
+            self.past.crop(-2)  # drop the undone token and the one before it, which is fed again for its logits
         self.logits = self._forward(self.ids[-1:])
 
     def greedy(self) -> int:

@@ -77,13 +77,32 @@ def test_the_kernels_compute_the_dense_product(chat_model, kernels):
         fastpath.linear(torch.randn(100), fastpath.pack_q4(layer.mlp.down_proj.weight))
 
 
-def test_without_the_transformers_model_the_step_runs_the_prompt_itself(chat_model, eager):
-    """The prompt token by token through the decode step gives the batched prefill's logits and caches."""
-    ids = g.build_prompt(chat_model, ASK, 16).ids
-    batched = eager.prefill(ids, len(ids) + 4)
-    stepped = dataclasses.replace(eager, model=None).prefill(ids, len(ids) + 4)
-    for a, b in zip(batched, stepped):
-        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-3)
+def test_a_batch_of_sequences_gets_each_ones_logits_alone_and_the_plain_models_top1(chat_model, kernels):
+    """Four chat prompts teacher-forced along the plain model's greedy replies, all in one step of the batched
+    decoder (the C++ kernels the compiled step calls): each sequence's logits are bit for bit its own alone, and
+    their top-1 agrees with the plain transformers model's."""
+    decoder = fastpath.eager_decoder(chat_model.model, kernels=True)
+    sequences = []
+    for text in fastpath.QUALITY_PROMPTS[:4]:
+        ids = g.build_prompt(chat_model, [{"role": "user", "content": text}], 16).ids
+        with torch.inference_mode():
+            out = chat_model.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids)).long(),
+                                            max_new_tokens=16, do_sample=False, temperature=None, top_p=None,
+                                            top_k=None, pad_token_id=chat_model.tokenizer.eos_token_id)
+        sequences.append((ids, out[0, len(ids):].tolist()))
+    tokens, slots, positions, wanted = [], [], [], []
+    for slot, (ids, continuation) in enumerate(sequences):
+        fed = ids + continuation[:-1]
+        wanted += range(len(tokens) + len(ids) - 1, len(tokens) + len(fed))
+        tokens += fed
+        slots += [slot] * len(fed)
+        positions += range(len(fed))
+    batched = decoder.forward(decoder.new_cache(len(sequences), 256), tokens, slots, positions, wanted)
+    alone = torch.cat([decoder.next_token_logits(ids, continuation) for ids, continuation in sequences])
+    assert torch.equal(batched, alone)
+    expected = [token for _, continuation in sequences for token in continuation]
+    agreement = sum(int(a == b) for a, b in zip(batched.argmax(-1).tolist(), expected)) / len(expected)
+    assert len(expected) >= 60 and agreement >= 0.99
 
 
 def test_a_failed_background_load_of_the_transformers_model_is_a_clear_error(chat_model):
@@ -196,7 +215,7 @@ def test_with_the_package_cached_a_fresh_load_chats_at_once_and_takes_the_model_
     loaded = models.load_model()
     assert loaded.fast is not None and loaded.fast.kind == "aoti" and loaded.stop_ids == chat_model.stop_ids
     params = g.GenerationParams(temperature=0, max_new_tokens=12)
-    first, _ = g.chat_reply(ASK, params, loaded)  # the prompt may run through the step, the model still loading
-    assert isinstance(loaded.model, torch.nn.Module) and loaded.fast.model is loaded.model
-    second, _ = g.chat_reply(ASK, params, loaded)  # the prompt batched on the transformers model
+    first, _ = g.chat_reply(ASK, params, loaded)  # the model may still be loading: the engine needs only the step
+    assert isinstance(loaded.model, torch.nn.Module)
+    second, _ = g.chat_reply(ASK, params, loaded)  # the engine reuses the kept prompt
     assert first == second and "Paris" in first
