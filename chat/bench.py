@@ -194,6 +194,240 @@ def bench_chat(args: argparse.Namespace) -> dict:
 BENCHMARKS["chat"] = bench_chat
 # --- chat benchmark (end) ---
 
+# --- serve benchmark (start) ---
+SERVE_USERS = (1, 2, 4, 8)
+SERVE_QUESTIONS = [  # one per user: different prompts, each asking for a long answer
+    "Explain in detail how a large language model writes an answer, step by step.",
+    "Describe in detail how a bicycle works, part by part.",
+    "Write a long story about a lighthouse keeper and a storm.",
+    "Explain in detail how the water cycle works.",
+    "Describe, step by step and in detail, how to bake bread at home.",
+    "Explain in detail why the seasons change on Earth.",
+    "Write a detailed guide to learning to play the guitar.",
+    "Explain in detail how a computer runs a program.",
+]
+
+
+def _serve_engine(loaded, users: tuple[int, ...], new_tokens: int) -> dict:
+    """The batching engine alone, in this process: N sequences decoding together, greedy, every reply
+    `new_tokens` long (end-of-turn ignored, as llama-batched-bench does); decode tokens/s of all of them together
+    once their prompts are in (llama-batched-bench's S_TG)."""
+    import time
+
+    from chat import generation, serving
+
+    engine = serving.Engine(loaded.fast, loaded.context_window, serving.ServingConfig(max_batch=max(users)))
+    figures = {}
+    try:
+        ids = [generation.build_prompt(loaded, [{"role": "user", "content": q}], new_tokens).ids
+               for q in SERVE_QUESTIONS]
+        list(engine.submit(ids[0], 8))  # warm-up
+        for n in users:
+            requests = [engine.submit(ids[i % len(ids)], new_tokens) for i in range(n)]
+            while not all(r.generated for r in requests):
+                time.sleep(0.0005)
+            start, first = time.perf_counter(), sum(len(r.generated) for r in requests)
+            for r in requests:
+                r.wait()
+            seconds = time.perf_counter() - start
+            figures[n] = round((sum(len(r.generated) for r in requests) - first) / seconds, 1)
+    finally:
+        engine.close()
+    return figures
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_app(app_dir: str, port: int, log):
+    """`python app.py` of a checkout (this one, or e.g. main's for a before/after), answering once its page loads."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=app_dir, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app in {app_dir} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+            return process
+        except OSError:
+            time.sleep(1)
+    process.kill()
+    raise RuntimeError(f"the app in {app_dir} did not answer within 300 s")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _serve_app(url: str, tokenizer, users: tuple[int, ...], new_tokens: int, rounds: int) -> dict:
+    """N gradio_client users at once through the public /chat endpoint, greedy, `new_tokens` each: aggregate and
+    per-user tokens/s, time to first token (p50 / p95 over users and rounds), errors."""
+    import statistics
+    import threading
+    import time
+
+    from gradio_client import Client
+
+    Client(url, verbose=False).predict("Hi", [], "", 0.0, 0.9, 50, 8, 1.0, -1, api_name="/chat")  # warm-up
+    figures = {}
+    for n in users:
+        clients = [Client(url, verbose=False) for _ in range(n)]
+        ttft, per_user, aggregate, errors = [], [], [], 0
+        for _ in range(rounds):
+            results = [None] * n
+            barrier = threading.Barrier(n)
+
+            def user(i):
+                barrier.wait()
+                start = time.perf_counter()
+                first, text = None, ""
+                try:
+                    job = clients[i].submit(SERVE_QUESTIONS[i % len(SERVE_QUESTIONS)], [], "", 0.0, 0.9, 50,
+                                            new_tokens, 1.0, -1, api_name="/chat")
+                    for text in job:
+                        first = first or time.perf_counter()
+                    results[i] = (start, first, time.perf_counter(), len(tokenizer.encode(text)))
+                except Exception as error:  # counted, and the benchmark goes on
+                    results[i] = error
+
+            threads = [threading.Thread(target=user, args=(i,)) for i in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            done = [r for r in results if isinstance(r, tuple) and r[1] is not None]
+            errors += n - len(done)
+            if done:
+                tokens = sum(r[3] for r in done)
+                aggregate.append(tokens / (max(r[2] for r in done) - min(r[0] for r in done)))
+                per_user += [r[3] / (r[2] - r[0]) for r in done]
+                ttft += [r[1] - r[0] for r in done]
+        figures[n] = {
+            "aggregate_tokens_per_s": round(statistics.median(aggregate), 1) if aggregate else None,
+            "per_user_tokens_per_s": round(statistics.median(per_user), 1) if per_user else None,
+            "ttft_p50_s": round(_percentile(ttft, 0.5), 3) if ttft else None,
+            "ttft_p95_s": round(_percentile(ttft, 0.95), 3) if ttft else None,
+            "errors": errors,
+        }
+    return figures
+
+
+def _serve_through_app(app_dir: str, tokenizer, users, new_tokens: int, rounds: int) -> dict:
+    import tempfile
+
+    port = _free_port()
+    with tempfile.TemporaryFile("w+") as log:
+        process = _start_app(app_dir, port, log)
+        try:
+            return _serve_app(f"http://127.0.0.1:{port}/", tokenizer, users, new_tokens, rounds)
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except Exception:
+                process.kill()
+
+
+def _llama_batched_bench(users: tuple[int, ...], prompt_tokens: int, new_tokens: int) -> dict:
+    """llama.cpp's llama-batched-bench on the same GGUF, 2 threads, the same batch sizes: {B: S_TG tokens/s}
+    ($CHATLAB_LLAMA_BATCHED_BENCH is the binary, built from the llama.cpp inside llama-cpp-python's sdist); {} when
+    it is not set."""
+    import os
+    import subprocess
+
+    from chat.data import package_file
+    from chat.models import DEFAULT_MODEL, REGISTRY
+
+    binary = os.environ.get("CHATLAB_LLAMA_BATCHED_BENCH")
+    if not binary:
+        return {}
+    command = [binary, "-m", str(package_file(*REGISTRY[DEFAULT_MODEL].gguf)), "-c", "8192", "-b", "2048",
+               "-ub", "512", "-npp", str(prompt_tokens), "-ntg", str(new_tokens),
+               "-npl", ",".join(map(str, users)), "-t", "2", "-tb", "2"]
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"llama-batched-bench failed: {out.stderr.strip()[-500:]}", file=sys.stderr)
+        return {}
+    figures = {}
+    for line in out.stdout.splitlines():  # |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[2].isdigit():
+            figures[int(cells[2])] = float(cells[7])
+    return figures
+
+
+def bench_serve(args: argparse.Namespace) -> dict:
+    """Many chat users at once. Starts the app and runs N = 1, 2, 4, 8 concurrent gradio_client users through the
+    public /chat endpoint, greedy, 128 new tokens each, 3 rounds: aggregate and per-user tokens/s, time to first
+    token p50 / p95, errors. Then the batching engine alone (decode tokens/s of N sequences together) against
+    llama.cpp's batched decoding on the same GGUF (llama-batched-bench, 2 threads, same batch sizes) when
+    $CHATLAB_LLAMA_BATCHED_BENCH names its binary. $CHATLAB_SERVE_BASELINE_APP (a checkout, e.g. main's) runs the same
+    load against that app too, for a before/after in one run."""
+    import os
+    import time
+    from pathlib import Path
+
+    from chat import fastpath, models
+
+    users, new_tokens, rounds = SERVE_USERS, 128, 3
+    everyone_before, mine_before, wall_before = _cpu_seconds()[0], sum(os.times()[:4]), time.perf_counter()
+    loaded = models.get_model(progress=lambda s: None)
+    if loaded.fast is None:  # the app loads the cached package: build it first if needed
+        loaded.fast = fastpath.prepare_decoder(loaded.model, loaded.device, lambda s: print(s, file=sys.stderr))
+    here = str(Path(__file__).resolve().parent.parent)
+    app = _serve_through_app(here, loaded.tokenizer, users, new_tokens, rounds)
+    baseline_dir = os.environ.get("CHATLAB_SERVE_BASELINE_APP")
+    baseline = _serve_through_app(baseline_dir, loaded.tokenizer, users, new_tokens, rounds) if baseline_dir else {}
+    engine = _serve_engine(loaded, users, new_tokens) if loaded.fast is not None else {}
+    prompt_tokens = len(models.ModelTokenizer(loaded.tokenizer).encode(SERVE_QUESTIONS[0])) + 30
+    llama = _llama_batched_bench(users, prompt_tokens, new_tokens)
+    wall = time.perf_counter() - wall_before
+    mine = sum(os.times()[:4]) - mine_before  # this process and those it ran (the apps, llama-batched-bench)
+    others = _cpu_seconds()[0] - everyone_before - mine
+    single, most = app.get(1, {}).get("aggregate_tokens_per_s"), app.get(max(users), {})
+    figures = {
+        "users": list(users),
+        "new_tokens": new_tokens,
+        "rounds": rounds,
+        "app": app,
+        "scaling_at_max_users": round(most["aggregate_tokens_per_s"] / single, 2) if single and most.get(
+            "aggregate_tokens_per_s") else None,
+        "engine_decode_tokens_per_s": engine,
+        "llama_cpp_batched_s_tg": llama,
+        "ratio_engine_vs_llama_cpp": {n: round(engine[n] / llama[n], 3) for n in engine if n in llama} or None,
+    }
+    if baseline:
+        base_single = baseline.get(1, {}).get("aggregate_tokens_per_s")
+        figures["baseline_app"] = baseline
+        figures["baseline_dir"] = baseline_dir
+        figures["single_user_vs_baseline"] = round(single / base_single, 3) if single and base_single else None
+    figures["goals"] = {
+        "aggregate_at_8_over_single >= 3": figures["scaling_at_max_users"],
+        "ttft_p95_at_8_s <= 1": most.get("ttft_p95_s"),
+        "errors == 0": sum(v.get("errors", 0) for v in app.values()),
+        "single_user_vs_baseline >= 0.95": figures.get("single_user_vs_baseline"),
+    }
+    figures["other_processes_cpu_percent"] = round(100 * others / (wall * (os.cpu_count() or 1)), 1)
+    return figures
+
+
+BENCHMARKS["serve"] = bench_serve
+# --- serve benchmark (end) ---
+
+
 # --- mnist benchmark (start) ---
 def bench_mnist(args: argparse.Namespace) -> dict:
     """One epoch of seed 000's recipe (same model init, data, batch 64) with a plain PyTorch loop and with the MNIST
