@@ -18,6 +18,7 @@ import gradio as gr  # noqa: E402
 from chat.ui import i18n  # noqa: E402
 from chat import models  # noqa: E402
 from chat.ui import chat_tab, next_token_tab, tokens_tab  # noqa: E402
+from chat.ui import feedback_tab, finetune_tab  # noqa: E402
 from chat.ui import mnist_tab  # noqa: E402
 from chat.ui import tinygpt_tab  # noqa: E402
 
@@ -27,12 +28,14 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="ChatLab") as demo:
         gr.Markdown(i18n.T("app.title"), elem_id="chatlab-title")
         gr.Markdown(i18n.T("app.intro"))
-        with gr.Tabs():
+        with gr.Tabs():  # the story: how text is read and answered, how a chat model is made, then a classic
             tokens_tab.build()
-            chat_tab.build()
             next_token_tab.build()
-            mnist_tab.build()
+            chat_tab.build()
             tinygpt_tab.build()
+            finetune_tab.build()
+            feedback_tab.build()
+            mnist_tab.build()
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import gradio as gr
 
-from chat import generation, models
+from chat import generation, models, tuning
 from chat.ui.i18n import STRINGS, T, tr
 
 SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")  # <|im_start|>, <|im_end|>, <|endoftext|> ...
@@ -65,8 +65,25 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
 REFRESH_S = 0.04
 
 
+VARIANTS = ("original", "sft", "dpo")  # the chat model, or this session's fine-tuned / aligned copy of it
+
+
+def chat_model(variant: str, request: gr.Request | None) -> models.LoadedModel:
+    """The model this reply comes from: the shared chat model, or the one this session trained (Fine-tune tab:
+    "sft", Human feedback tab: "dpo")."""
+    if variant not in VARIANTS:
+        raise gr.Error(tr(request, "chat.bad_input", error=f"model must be one of {', '.join(VARIANTS)}"))
+    if variant == "original":
+        return models.get_model()
+    tuned = tuning.TUNED.get(getattr(request, "session_hash", None), variant)
+    if tuned is None:
+        raise gr.Error(tr(request, f"chat.no_{variant}"))
+    return tuned.loaded
+
+
 def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
-            max_new_tokens: int, repetition_penalty: float, seed: int, request: gr.Request):
+            max_new_tokens: int, repetition_penalty: float, seed: int, variant: str = "original",
+            request: gr.Request = None):
     """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive."""
     message = generation.flatten_content(message)
     if not message.strip():
@@ -77,7 +94,7 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     try:
         if not models.is_loaded():
             gr.Info(tr(request, "chat.loading"))
-        loaded = models.get_model()
+        loaded = chat_model(variant, request)
         cancel = threading.Event()
         stream = generation.stream_chat(conversation(history, system, message), params, loaded, cancel)
     except models.ModelLoadError as error:
@@ -113,10 +130,12 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
 
 def chat(message: str, history: list[dict] | None = None, system: str = STRINGS["chat.system_default"][0],
          temperature: float = 0.7, top_p: float = 0.9, top_k: int = 50, max_new_tokens: int = 256,
-         repetition_penalty: float = 1.1, seed: int = -1, request: gr.Request = None) -> Iterator[str]:
-    """Stream the model's reply to `message` after `history` ([{"role", "content"}]): yields the answer so far."""
+         repetition_penalty: float = 1.1, seed: int = -1, model: str = "original",
+         request: gr.Request = None) -> Iterator[str]:
+    """Stream the model's reply to `message` after `history` ([{"role", "content"}]): yields the answer so far.
+    `model` is "original" (the chat model), or "sft" / "dpo": the model this API session fine-tuned or aligned."""
     for answer, *_ in respond(message, history or [], system, temperature, top_p, top_k, max_new_tokens,
-                              repetition_penalty, seed, request):
+                              repetition_penalty, seed, model, request):
         yield answer if isinstance(answer, str) else answer[0]["content"]
 
 
@@ -173,13 +192,17 @@ def build() -> None:
                                                    elem_id="chat-max-new-tokens")
                         repetition_penalty = gr.Slider(0.8, 1.5, 1.1, step=0.01, label=T("chat.repetition_penalty"))
                         seed = gr.Number(-1, precision=0, label=T("chat.seed"), minimum=-1, maximum=2**32 - 1)
+                variant = gr.Radio([(T("chat.model_original"), "original"), (T("chat.model_sft"), "sft"),
+                                    (T("chat.model_dpo"), "dpo")], value="original", label=T("chat.model"),
+                                   info=T("chat.model_info"), elem_id="chat-model")
                 notes = gr.Markdown(elem_id="chat-notes")
                 chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
                 interface = gr.ChatInterface(
                     respond, chatbot=chatbot, editable=True, api_name="chat_ui", api_visibility="undocumented",
                     textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
                                        stop_btn=True),
-                    additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed],
+                    additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
+                                       variant],
                     additional_outputs=[notes, context, prompt],
                     examples=[[STRINGS[f"chat.example_{i}"][0]] for i in range(1, 5)],
                     run_examples_on_click=True, concurrency_limit=2, fill_height=False,
