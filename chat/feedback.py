@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from chat import reward, tuning
-from chat.finetune import MAX_CHARS, conversation, is_right
+from chat.finetune import MAX_CHARS, conversation, is_right, lora_settings
 from chat.tuning import LiveRun, TuningError
 
 PRESETS: dict = json.loads((Path(__file__).parent / "presets" / "feedback.json").read_text(encoding="utf-8"))
@@ -50,6 +50,7 @@ class DPOSettings:
     max_steps: int = 16  # optimizer steps; each sees `batch_size` pairs
     batch_size: int = 4
     lora_r: int = 16  # rank of the LoRA update (alpha = 2 r)
+    lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (README: measured)
     max_seconds: float = 150.0  # time budget: training stops when it is spent
     seed: int = 0
 
@@ -60,6 +61,7 @@ LIMITS = {
     "max_steps": (1, 200),
     "batch_size": (1, 16),
     "lora_r": (1, 64),
+    "lora_layers": (0, 64),
     "max_seconds": (5.0, 300.0),
     "seed": (0, 2**31 - 1),
 }
@@ -298,9 +300,7 @@ def start_run(pairs: list[Preference], system: str = "", settings: DPOSettings =
                  settings=settings, preset=preset_key, reward_model=reward_model, questions=list(questions or []))
     tuning.training_slot(run)
     try:
-        run.model = tuning.lora_model(base.model, tuning.LoraSettings(r=int(settings.lora_r),
-                                                                      alpha=2 * int(settings.lora_r)),
-                                      seed=int(settings.seed))
+        run.model = tuning.lora_model(base.model, lora_settings(settings), seed=int(settings.seed))
     except BaseException:
         tuning._SLOT.release(run)
         raise

@@ -49,6 +49,7 @@ class SFTSettings:
     max_steps: int = 20  # optimizer steps; each sees `batch_size` demonstrations
     batch_size: int = 4  # demonstrations per step
     lora_r: int = 16  # rank of the LoRA update (alpha = 2 r)
+    lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (README: measured)
     max_seconds: float = 90.0  # time budget: training stops when it is spent, whatever the step
     seed: int = 0  # adapter init and data order
 
@@ -58,6 +59,7 @@ LIMITS = {
     "max_steps": (1, 200),
     "batch_size": (1, 16),
     "lora_r": (1, 64),
+    "lora_layers": (0, 64),
     "max_seconds": (5.0, 300.0),
     "seed": (0, 2**31 - 1),
 }
@@ -264,9 +266,7 @@ def start_run(pairs: list[Demonstration], system: str = "", settings: SFTSetting
                  settings=settings, preset=preset_key, name=name, questions=list(questions or []), expect=expect)
     tuning.training_slot(run)
     try:
-        run.model = tuning.lora_model(base.model, tuning.LoraSettings(r=int(settings.lora_r),
-                                                                      alpha=2 * int(settings.lora_r)),
-                                      seed=int(settings.seed))
+        run.model = tuning.lora_model(base.model, lora_settings(settings), seed=int(settings.seed))
     except BaseException:
         tuning._SLOT.release(run)
         raise
@@ -280,6 +280,12 @@ def start_run(pairs: list[Demonstration], system: str = "", settings: SFTSetting
                                                                                          title), summary(done)))
 
     return tuning.start(run, _make_trainer(run, base, sft_rows(pairs, system)), finish)
+
+
+def lora_settings(settings) -> tuning.LoraSettings:
+    """The LoRA shape of a run's settings (SFTSettings or feedback.DPOSettings)."""
+    rank = int(settings.lora_r)
+    return tuning.LoraSettings(r=rank, alpha=2 * rank, layers=int(settings.lora_layers))
 
 
 def preset_questions(p: Preset) -> list[tuple[str, str, list[str] | None]]:

@@ -64,27 +64,33 @@ class LoraSettings:
     layers: int = 0  # adapt only the top N blocks (0 = all): the backward pass then stops N blocks down
 
 
-def lora_model(base: torch.nn.Module, settings: LoraSettings = LoraSettings(), seed: int = 0):
-    """A PeftModel over a structural copy of `base` whose weights ARE base's tensors (shared, frozen).
+def lora_config(base: torch.nn.Module, settings: LoraSettings = LoraSettings()):
+    """PEFT's LoraConfig for `settings` on `base` (a causal LM)."""
+    from peft import LoraConfig
 
-    The copy has its own modules, so adapters, train/eval mode and `disable_adapter()` never touch `base`; the
-    tensors are shared, so it costs only the adapter. Nothing may merge an adapter into these weights.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    shared = {id(t): t for t in (*base.parameters(), *base.buffers())}
-    body = copy.deepcopy(base, memo=shared)  # new modules, the same tensors
     depth = int(base.config.num_hidden_layers)
     targets, top = settings.target_modules, None
     if 0 < settings.layers < depth:  # PEFT takes a block subset only with named modules: the blocks' linear layers
         top = list(range(depth - settings.layers, depth))
         targets = sorted({name.rsplit(".", 1)[-1] for name, module in base.named_modules()
                           if isinstance(module, torch.nn.Linear) and ".layers." in name})
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=targets, layers_to_transform=top, task_type="CAUSAL_LM")
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=targets, layers_to_transform=top, task_type="CAUSAL_LM")
+
+
+def lora_model(base: torch.nn.Module, settings: LoraSettings = LoraSettings(), seed: int = 0):
+    """A PeftModel over a structural copy of `base` whose weights ARE base's tensors (shared, frozen).
+
+    The copy has its own modules, so adapters, train/eval mode and `disable_adapter()` never touch `base`; the
+    tensors are shared, so it costs only the adapter. Nothing may merge an adapter into these weights.
+    """
+    from peft import get_peft_model
+
+    shared = {id(t): t for t in (*base.parameters(), *base.buffers())}
+    body = copy.deepcopy(base, memo=shared)  # new modules, the same tensors
     with torch.random.fork_rng(devices=[]):  # the adapter's random init is reproducible and leaves others' RNG alone
         torch.manual_seed(seed)
-        return get_peft_model(body, config)
+        return get_peft_model(body, lora_config(base, settings))
 
 
 def adapter_state(model) -> dict[str, torch.Tensor]:

@@ -61,6 +61,18 @@ def test_training_moves_only_the_adapter_and_never_the_chat_model(tiny):
     assert frozen and all(p.data_ptr() in base_ptrs for p in frozen)
 
 
+def test_lora_on_the_top_blocks_adapts_only_those_and_backward_stops_there(tiny):
+    model = tuning.lora_model(tiny.model, tuning.LoraSettings(r=4, alpha=8, layers=1))
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {"1"}  # of blocks 0 and 1, only the top one
+    ids = torch.tensor([tiny.tokenizer("Who are you?")["input_ids"]])
+    seen = []
+    hook = model.base_model.model.model.layers[0].register_full_backward_hook(lambda *args: seen.append(True))
+    model(input_ids=ids, labels=ids).loss.backward()
+    hook.remove()
+    assert not seen  # nothing below the adapted blocks needs a gradient
+
+
 def test_the_zipped_adapter_loads_back_into_the_same_model(tiny, tmp_path):
     from peft import PeftModel
 
