@@ -316,6 +316,241 @@ def bench_tinygpt(args: argparse.Namespace) -> dict:
 BENCHMARKS["tinygpt"] = bench_tinygpt
 # --- tinygpt benchmark (end) ---
 
+# --- finetune benchmark (start) ---
+class _PeakRSS:
+    """The process's resident memory, sampled every 0.1 s while in the `with` block: its peak, in GB."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        import os
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.1):
+            with open("/proc/self/statm") as statm:
+                self.peak = max(self.peak, int(statm.read().split()[1]) * page / 1e9)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _watch_live(run, render) -> int:
+    """What the tab does while a run trains: render every update (0.5 s) until the thread ends; the update count."""
+    updates = 0
+    while run.thread.is_alive():
+        render(run, None)
+        updates += 1
+        run.wait(0.5)
+    return updates
+
+
+def _plain_trl_seconds(trainer_class, config_class, rows: list[dict], base, settings, args: dict) -> float:
+    """TRL as its docs show it: the trainer gets a copy of the model and a peft_config, no callbacks; train() wall."""
+    import copy
+    import time
+
+    from datasets import Dataset
+
+    from chat import finetune, tuning
+
+    trainer = trainer_class(model=copy.deepcopy(base.model), args=config_class(**tuning.cpu_training_args(**args)),
+                            train_dataset=Dataset.from_list(rows), processing_class=copy.deepcopy(base.tokenizer),
+                            peft_config=tuning.lora_config(base.model, finetune.lora_settings(settings)))
+    start = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - start
+
+
+def bench_finetune(args: argparse.Namespace) -> dict:
+    """The identity preset (name "Nova") with the Fine-tune tab's live view: training seconds, held-out paraphrases
+    answered with the new name, control questions kept, peak RSS; then its steps/s against a plain TRL SFTTrainer
+    run (same data, LoRA and settings, no callbacks), alternated, 2 rounds each, best of each."""
+    from trl import SFTConfig, SFTTrainer
+
+    from chat import finetune, models
+    from chat.ui import finetune_tab
+
+    base = models.get_model(progress=lambda s: None)
+    preset = finetune.preset("identity", "Nova")
+    s = preset.settings
+    with _PeakRSS() as rss:
+        run = finetune.start_run(preset.pairs, "", s, base, preset_key="identity", name="Nova",
+                                 questions=finetune.preset_questions(preset), expect=preset.expect)
+        updates = _watch_live(run, finetune_tab.render)
+    held = [r for r in run.comparisons if r["kind"] == "held_out"]
+    controls = [r for r in run.comparisons if r["kind"] == "control"]
+    ours, plain = [run.steps_per_second], []
+    rows = finetune.sft_rows(preset.pairs)
+    trl_args = dict(learning_rate=s.learning_rate, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
+                    seed=s.seed, data_seed=s.seed, max_length=512, completion_only_loss=True)
+    for round_ in range(2):  # alternated, so a change in the machine's load hits both alike
+        plain.append(s.max_steps / _plain_trl_seconds(SFTTrainer, SFTConfig, rows, base, s, trl_args))
+        if round_ == 0:
+            again = finetune.start_run(preset.pairs, "", s, base)
+            _watch_live(again, finetune_tab.render)
+            ours.append(again.steps_per_second)
+    return {
+        "train_seconds": round(run.elapsed, 1),
+        "steps": run.step,
+        "status": run.status,
+        "loss_start": round(run.first("loss"), 3),
+        "loss_end": round(run.last("loss"), 3),
+        "held_out_with_new_name": f"{sum(bool(r['after_ok']) for r in held)}/{len(held)}",
+        "held_out_with_new_name_before": f"{sum(bool(r['before_ok']) for r in held)}/{len(held)}",
+        "controls_right_before": f"{sum(bool(r['before_ok']) for r in controls)}/{len(controls)}",
+        "controls_right_after": f"{sum(bool(r['after_ok']) for r in controls)}/{len(controls)}",
+        "answers": [{k: r[k] for k in ("kind", "question", "before", "after")} for r in run.comparisons],
+        "ui_updates": updates,
+        "peak_rss_gb": round(rss.peak, 2),
+        "chatlab_steps_per_s": round(max(ours), 3),
+        "plain_trl_steps_per_s": round(max(plain), 3),
+        "ratio": round(max(ours) / max(plain), 3),
+        "rounds": {"chatlab": [round(x, 3) for x in ours], "plain_trl": [round(x, 3) for x in plain]},
+    }
+
+
+BENCHMARKS["finetune"] = bench_finetune
+# --- finetune benchmark (end) ---
+
+# --- feedback benchmark (start) ---
+def bench_feedback(args: argparse.Namespace) -> dict:
+    """The "concise" preset end to end: the reward model's accuracy on held-out pairs, DPO with the Human feedback
+    tab's live view (seconds, held-out answers' mean length and correctness before/after, reward scores), peak RSS;
+    then DPO's steps/s against a plain TRL DPOTrainer run (same data, LoRA, settings), alternated, best of each."""
+    import statistics
+    import time
+
+    from trl import DPOConfig, DPOTrainer
+
+    from chat import feedback, models, reward
+    from chat.ui import feedback_tab
+
+    base = models.get_model(progress=lambda s: None)
+    preset = feedback.preset("concise")
+    s = preset.settings
+    with _PeakRSS() as rss:
+        start = time.perf_counter()
+        rm = feedback.train_reward_model(preset.pairs, "", base)
+        rm_seconds = time.perf_counter() - start
+        rm_accuracy = reward.accuracy(rm, base.model, base.tokenizer, feedback.triples(preset.held_out_pairs))
+        run = feedback.start_run(preset.pairs, "", s, base, preset_key="concise", reward_model=rm,
+                                 questions=preset.held_out)
+        updates = _watch_live(run, feedback_tab.render)
+    rows = run.comparisons
+    mean = statistics.mean
+    before, after = mean(r["before_chars"] for r in rows), mean(r["after_chars"] for r in rows)
+    ours, plain = [run.steps_per_second], []
+    trl_args = dict(learning_rate=s.learning_rate, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
+                    seed=s.seed, data_seed=s.seed, beta=s.beta, max_length=512, precompute_ref_log_probs=True,
+                    precompute_ref_batch_size=8)
+    for round_ in range(2):
+        plain.append(s.max_steps / _plain_trl_seconds(DPOTrainer, DPOConfig, feedback.dpo_rows(preset.pairs), base,
+                                                       s, trl_args))
+        if round_ == 0:
+            again = feedback.start_run(preset.pairs, "", s, base)
+            _watch_live(again, feedback_tab.render)
+            ours.append(again.steps_per_second)
+    return {
+        "reward_model_accuracy": round(rm_accuracy, 3),
+        "reward_model_seconds": round(rm_seconds, 2),
+        "held_out_pairs": len(preset.held_out_pairs),
+        "dpo_seconds": round(run.elapsed, 1),
+        "dpo_steps": run.step,
+        "status": run.status,
+        "margin_end": round(run.last("rewards/margins"), 3),
+        "kl_end": round(run.last("kl"), 4),
+        "mean_chars_before": round(before, 1),
+        "mean_chars_after": round(after, 1),
+        "length_cut": round(1 - after / before, 3),
+        "right_before": f"{sum(bool(r.get('before_ok')) for r in rows)}/{len(rows)}",
+        "right_after": f"{sum(bool(r.get('after_ok')) for r in rows)}/{len(rows)}",
+        "mean_reward_before": round(mean(r["before_reward"] for r in rows), 3),
+        "mean_reward_after": round(mean(r["after_reward"] for r in rows), 3),
+        "answers": [{k: r[k] for k in ("question", "before", "after")} for r in rows],
+        "ui_updates": updates,
+        "peak_rss_gb": round(rss.peak, 2),
+        "chatlab_steps_per_s": round(max(ours), 3),
+        "plain_trl_steps_per_s": round(max(plain), 3),
+        "ratio": round(max(ours) / max(plain), 3),
+        "rounds": {"chatlab": [round(x, 3) for x in ours], "plain_trl": [round(x, 3) for x in plain]},
+    }
+
+
+def _reward_trainer_accuracy(base, train, held_out) -> tuple[float, float]:
+    """TRL's RewardTrainer (a LoRA sequence-classification copy of the chat model, 3 epochs): (seconds, held-out
+    accuracy). The alternative to chat.reward's linear head, measured, not shipped."""
+    import copy
+    import time
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from chat import feedback, tuning
+
+    start = time.perf_counter()
+    model = AutoModelForSequenceClassification.from_pretrained(base.model.config._name_or_path, num_labels=1,
+                                                               dtype=torch.float32)
+    tokenizer = copy.deepcopy(base.tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    steps = 3 * len(train) // 4
+    trainer = RewardTrainer(model=model, args=RewardConfig(**tuning.cpu_training_args(
+        learning_rate=1e-4, max_steps=steps, per_device_train_batch_size=4, max_length=512)),
+        train_dataset=Dataset.from_list(feedback.dpo_rows(train)), processing_class=tokenizer,
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="SEQ_CLS"))
+    trainer.train()
+    seconds = time.perf_counter() - start
+    scorer = trainer.model.eval()
+
+    def score(prompt: str, answer: str) -> float:
+        text = tokenizer.apply_chat_template(feedback.conversation(prompt) + [{"role": "assistant",
+                                                                               "content": answer}], tokenize=False)
+        with torch.inference_mode():
+            return float(scorer(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0])
+
+    right = sum(score(p.prompt, p.chosen) > score(p.prompt, p.rejected) for p in held_out)
+    return seconds, right / len(held_out)
+
+
+def bench_reward(args: argparse.Namespace) -> dict:
+    """Which reward model: chat.reward's linear Bradley–Terry head on frozen layer-9 features against TRL's
+    RewardTrainer (LoRA, 3 epochs), on each preset's training pairs; accuracy on its held-out pairs, and seconds."""
+    import time
+
+    from chat import feedback, models, reward
+
+    base = models.get_model(progress=lambda s: None)
+    figures = {}
+    for key in ("concise", "friendly", "chinese", "refuse"):
+        preset = feedback.preset(key)
+        held = feedback.triples(preset.held_out_pairs)
+        start = time.perf_counter()
+        head = reward.fit(base.model, base.tokenizer, feedback.triples(preset.pairs))
+        head_seconds = time.perf_counter() - start
+        trl_seconds, trl_accuracy = _reward_trainer_accuracy(base, preset.pairs, preset.held_out_pairs)
+        figures[key] = {"head_accuracy": round(reward.accuracy(head, base.model, base.tokenizer, held), 3),
+                        "head_seconds": round(head_seconds, 2), "reward_trainer_accuracy": round(trl_accuracy, 3),
+                        "reward_trainer_seconds": round(trl_seconds, 1), "held_out_pairs": len(held)}
+    return figures
+
+
+BENCHMARKS["reward"] = bench_reward
+
+
+BENCHMARKS["feedback"] = bench_feedback
+# --- feedback benchmark (end) ---
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chat.bench", description=__doc__.splitlines()[0])
