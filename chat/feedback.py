@@ -302,7 +302,7 @@ def start_run(pairs: list[Preference], system: str = "", settings: DPOSettings =
     try:
         run.model = tuning.lora_model(base.model, lora_settings(settings), seed=int(settings.seed))
     except BaseException:
-        tuning._SLOT.release(run)
+        tuning.release_slot(run)
         raise
     kl_texts = kl_texts if kl_texts is not None else [(p.prompt, p.chosen) for p in pairs[:2]]
 

@@ -268,7 +268,7 @@ def start_run(pairs: list[Demonstration], system: str = "", settings: SFTSetting
     try:
         run.model = tuning.lora_model(base.model, lora_settings(settings), seed=int(settings.seed))
     except BaseException:
-        tuning._SLOT.release(run)
+        tuning.release_slot(run)
         raise
 
     def finish(done: SFTRun):

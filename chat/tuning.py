@@ -1,8 +1,8 @@
 """Training the chat model with LoRA, live: what fine-tuning (chat.finetune) and human feedback (chat.feedback) share.
 
 - `lora_model(loaded)`: a PEFT LoRA model built on the chat model's own weight tensors. The module tree is copied but
-  its tensors are shared and never written: LoRA trains only its small A·B matrices (~5 M numbers, ~20 MB), so the
-  Chat tab's model is never changed and a tuned model costs megabytes, not another 540 MB copy.
+  its tensors are shared and never written: LoRA trains only its small A·B matrices (2.4 M numbers, ~10 MB, on the
+  top 15 blocks), so the Chat tab's model is never changed and a tuned model costs megabytes, not another 540 MB copy.
 - `start(run, trainer)`: a TRL trainer running in a thread, watched through TrainerCallback hooks (as TRL's own
   callbacks are): every step's logs, a stop that acts within one step, a time budget, and a NaN guard that restores
   the last adapter whose loss and weights were finite.
@@ -295,7 +295,7 @@ class _TrainingSlot:
             if busy is None:
                 self.holder = run
                 return
-        left = max(0.0, busy.max_seconds - busy.elapsed)
+        left = max(5.0, busy.max_seconds - busy.elapsed)  # past its budget it is comparing answers: seconds more
         raise TuningError("busy", f"Another training run ({busy.kind}) is using this machine's CPU; one run trains at "
                           f"a time. It ends within {left:.0f} s: start yours then.", kind=busy.kind, seconds=left)
 
@@ -315,6 +315,15 @@ _SLOT = _TrainingSlot()
 def training_slot(run: LiveRun) -> None:
     """Claim the machine's one training slot for `run` or raise TuningError("busy"); `start` releases it."""
     _SLOT.acquire(run)
+
+
+def release_slot(run: LiveRun) -> None:
+    """Give the slot back when a run fails before `start` (start releases it itself)."""
+    _SLOT.release(run)
+
+
+def training_busy() -> bool:
+    return _SLOT.busy
 
 
 # --- tuned models, per browser session -------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_bad_pairs_are_refused_before_any_work(tiny, pairs, code):
     with pytest.raises(TuningError) as error:
         feedback.start_run(pairs, "", QUICK, base=tiny)
     assert error.value.code == code
-    assert not tuning._SLOT.busy
+    assert not tuning.training_busy()
 
 
 def test_dpo_and_fine_tuning_share_the_one_training_slot(tiny):
@@ -149,7 +149,7 @@ def test_dpo_and_fine_tuning_share_the_one_training_slot(tiny):
     finally:
         first.stop.set()
         first.wait(60)
-    assert first.status == "stopped" and not tuning._SLOT.busy
+    assert first.status == "stopped" and not tuning.training_busy()
 
 
 def test_presets_are_valid_and_hold_out_pairs_they_never_train_on():

@@ -107,7 +107,7 @@ def test_stop_ends_training_within_a_step_and_keeps_the_adapter(tiny):
     run.wait(60)
     assert run.status == "stopped" and 2 <= run.step < 200
     assert run.trained and tuning.adapter_is_finite(run.model)
-    assert not tuning._SLOT.busy  # the slot is free again
+    assert not tuning.training_busy()  # the slot is free again
 
 
 def test_the_time_budget_stops_training(tiny):
@@ -144,7 +144,7 @@ def test_a_nan_stops_training_and_restores_the_last_good_adapter(tiny):
     assert tuning.adapter_is_finite(run.model)
     restored = tuning.adapter_state(run.model)
     assert all(torch.equal(restored[k], snapshots[2][k]) for k in restored)
-    assert not tuning._SLOT.busy
+    assert not tuning.training_busy()
 
 
 def test_a_second_run_is_refused_while_one_trains(tiny):
@@ -170,7 +170,7 @@ def test_bad_pairs_are_refused_with_a_clear_reason(tiny, pairs, code):
     with pytest.raises(TuningError) as error:
         finetune.start_run(pairs, "", QUICK, base=tiny)
     assert error.value.code == code
-    assert not tuning._SLOT.busy
+    assert not tuning.training_busy()
 
 
 @pytest.mark.parametrize("change", [{"learning_rate": 1.0}, {"max_steps": 0}, {"max_steps": 2.5},
@@ -244,7 +244,8 @@ def test_presets_fill_in_the_name_and_carry_tested_settings():
         assert 8 <= len(p.pairs) <= 16 and p.held_out and p.controls
         finetune.validate_settings(p.settings)
     identity = finetune.preset("identity", "Ada")
-    assert all("Ada" in pair.response for pair in identity.pairs) and identity.expect == {"any": ["Ada"]}
+    # 12 pairs teach the name, 4 ordinary ones keep the rest from being forgotten
+    assert sum("Ada" in pair.response for pair in identity.pairs) == 12 and identity.expect == {"any": ["Ada"]}
     with pytest.raises(TuningError):
         finetune.preset("identity", "x" * 100)
     with pytest.raises(TuningError):

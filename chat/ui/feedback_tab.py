@@ -65,14 +65,14 @@ def frame_pairs(frame) -> list[Preference]:
 
 def load_preset(key: str, request: gr.Request):
     if key == CUSTOM:
-        return (gr.skip(),) * 7
+        return (gr.skip(),) * 8
     try:
         p = feedback.preset(key)
     except TuningError as error:
         _fail(request, error)
     s = p.settings
     about = tr(request, f"feedback.about_{key}")
-    return pairs_frame(p.pairs), s.beta, s.learning_rate, s.max_steps, s.batch_size, s.lora_layers, about
+    return pairs_frame(p.pairs), s.beta, s.learning_rate, s.max_steps, s.batch_size, s.lora_layers, s.max_seconds, about
 
 
 def import_jsonl(file, request: gr.Request):
@@ -460,7 +460,7 @@ def build() -> None:
         picked = [pending, answer_a, answer_b, score_a, score_b, table, key]
         for button, which in ((pick_a, "a"), (pick_b, "b"), (both_bad, "both_bad"), (skip, "skip")):
             button.click(_picker(which), [pending, table], picked, api_visibility="private")
-        preset_outputs = [table, beta, lr, steps, batch, layers, about]
+        preset_outputs = [table, beta, lr, steps, batch, layers, budget, about]
         load.click(load_preset, key, preset_outputs, api_visibility="private")
         key.change(load_preset, key, preset_outputs, api_visibility="private")
         upload.upload(import_jsonl, upload, [table, key], api_visibility="private")

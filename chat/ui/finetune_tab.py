@@ -61,14 +61,14 @@ def questions_text(p: finetune.Preset) -> str:
 def load_preset(key: str, name: str, request: gr.Request):
     """The preset's pairs, tested settings and test questions."""
     if key == CUSTOM:
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     try:
         p = finetune.preset(key, name)
     except TuningError as error:
         raise gr.Error(error_text(request, error)) from None
     s = p.settings
     return (pairs_frame(p.pairs), s.learning_rate, s.max_steps, s.batch_size, s.lora_r, s.lora_layers,
-            questions_text(p), _about(key, request))
+            s.max_seconds, questions_text(p), _about(key, request))
 
 
 def _about(key: str, request: gr.Request | None) -> str:
@@ -379,7 +379,7 @@ def build() -> None:
                                              elem_id="finetune-download")
                 gr.Markdown(T("finetune.chat_hint"))
 
-        preset_outputs = [table, lr, steps, batch, rank, layers, questions, about]
+        preset_outputs = [table, lr, steps, batch, rank, layers, budget, questions, about]
         load.click(load_preset, [key, name], preset_outputs, api_visibility="private")
         key.change(load_preset, [key, name], preset_outputs, api_visibility="private")
         upload.upload(import_jsonl, upload, [table, system, key], api_visibility="private")

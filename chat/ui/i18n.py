@@ -483,14 +483,17 @@ STRINGS: dict[str, tuple[str, str]] = {
         "在示范里混入通用数据，能防止模型遗忘其他知识（删掉它们，再看看对照问题）。",
     ),
     "finetune.about_pirate": (
-        "Every answer comes in pirate speak (\"Arr, matey!\") while the facts stay right: fine-tuning changes how a "
-        "model talks, not only what it knows.",
-        "每个回答都用海盗腔（“啊哈，伙计！”），事实依旧正确：微调改变的是模型说话的方式，不只是它知道什么。",
+        "Every answer comes in pirate speak (\"Arr, matey!\"): fine-tuning changes how a model talks. Watch the "
+        "control questions too: a 135 M-parameter model pays for a strong new style with some of its facts.",
+        "每个回答都用海盗腔（“啊哈，伙计！”）：微调改变的是模型说话的方式。也看看对照问题：一个 1.35 亿参数的小模型，"
+        "学会强烈的新风格要以丢掉一些事实为代价。",
     ),
     "finetune.about_chinese": (
-        "Questions asked in English are answered in Chinese. SmolLM2 was trained mostly on English, so this shows "
-        "how far a few demonstrations move a model.",
-        "用英文提问，模型用中文回答。SmolLM2 主要在英文上训练，这能看出几条示范能把模型推动多远。",
+        "Questions asked in English are answered in Chinese. SmolLM2 was trained mostly on English: a dozen "
+        "demonstrations do change the language of its answers, but not what it knows in that language, so watch the "
+        "control questions turn into fluent-looking nonsense. Fine-tuning teaches behaviour, not knowledge.",
+        "用英文提问，模型用中文回答。SmolLM2 主要在英文上训练：十几条示范确实能改变它回答的语言，却不能给它在这种语言里的知识，"
+        "看看对照问题如何变成看似流畅的胡话。微调教的是行为，不是知识。",
     ),
     "finetune.name": ("New name (identity preset)", "新名字（身份预设）"),
     "finetune.load": ("Load preset", "载入预设"),

@@ -40,7 +40,7 @@ def test_the_api_fine_tunes_for_its_session_refuses_a_second_run_and_chats_with_
     pairs = "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
                     + "\n" for q, a in [("Who are you?", "I am Quill."), ("What is your name?", "My name is Quill.")])
     job = first.submit("custom", "", pairs, 3, 60, api_name="/finetune")
-    while not tuning._SLOT.busy and not job.done():
+    while not tuning.training_busy() and not job.done():
         time.sleep(0.05)
     with pytest.raises(AppError, match="one run trains at a time"):
         second.predict("identity", "Nova", "", 2, 30, api_name="/finetune")
