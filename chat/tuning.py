@@ -295,9 +295,13 @@ class _TrainingSlot:
             if busy is None:
                 self.holder = run
                 return
+        raise self.refusal(busy)
+
+    @staticmethod
+    def refusal(busy: LiveRun) -> TuningError:
         left = max(5.0, busy.max_seconds - busy.elapsed)  # past its budget it is comparing answers: seconds more
-        raise TuningError("busy", f"Another training run ({busy.kind}) is using this machine's CPU; one run trains at "
-                          f"a time. It ends within {left:.0f} s: start yours then.", kind=busy.kind, seconds=left)
+        return TuningError("busy", f"Another training run ({busy.kind}) is using this machine's CPU; one run trains "
+                           f"at a time. It ends within {left:.0f} s: start yours then.", kind=busy.kind, seconds=left)
 
     def release(self, run: LiveRun) -> None:
         with self._lock:
@@ -324,6 +328,13 @@ def release_slot(run: LiveRun) -> None:
 
 def training_busy() -> bool:
     return _SLOT.busy
+
+
+def refuse_if_busy() -> None:
+    """Raise the busy TuningError now, before any work (a reward model fit) that a refused run would waste."""
+    busy = _SLOT.holder
+    if busy is not None:
+        raise _SLOT.refusal(busy)
 
 
 # --- tuned models, per browser session -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 import math
 import tempfile
 import time
@@ -11,11 +12,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from chat import feedback, models, reward
+from chat import feedback, models, reward, tuning
 from chat.feedback import DPOSettings, Preference
 from chat.tuning import TUNED, TuningError
 from chat.ui.finetune_tab import error_text
-from chat.ui.i18n import T, tr
+from chat.ui.i18n import T, localized, tr
 
 FILES = Path(tempfile.mkdtemp(prefix="chatlab-feedback-"))  # exports, one per session
 DEFAULT = feedback.preset("concise")
@@ -125,11 +126,13 @@ def pick(which: str, pending, frame, request: gr.Request):
     pairs = frame_pairs(frame)
     if which in ("a", "b"):
         chosen, rejected = (a, b) if which == "a" else (b, a)
-        pairs.append(Preference(prompt, chosen, rejected))
-        gr.Info(tr(request, "feedback.added", n=len(pairs)))
+        pairs.insert(0, Preference(prompt, chosen, rejected))  # on top, where the user sees it land
+        if len(pairs) > feedback.MAX_PAIRS:
+            gr.Warning(tr(request, "feedback.full", n=feedback.MAX_PAIRS))
+        gr.Info(tr(request, "feedback.added", n=min(len(pairs), feedback.MAX_PAIRS)))
     elif which == "both_bad":
         gr.Info(tr(request, "feedback.both_bad_noted"))
-    return None, "", "", "", "", pairs_frame(pairs[-feedback.MAX_PAIRS:]), CUSTOM
+    return None, "", "", "", "", pairs_frame(pairs[:feedback.MAX_PAIRS]), CUSTOM
 
 
 # --- 2. reward model ------------------------------------------------------------------------------------------------
@@ -307,7 +310,7 @@ def reset(run, request: gr.Request):
 
 
 def feedback_api(preset: str = "concise", jsonl: str = "", steps: int = 0, max_seconds: float = 150,
-                 request: gr.Request = None):
+                 request: gr.Request = None) -> Iterator[dict]:
     """RLHF for this API session: fit a reward model on preference pairs, run DPO, compare answers before and after.
 
     One run trains at a time on this machine; a second is refused, not queued. When DPO ends, `chat` with
@@ -335,6 +338,7 @@ def feedback_api(preset: str = "concise", jsonl: str = "", steps: int = 0, max_s
         pairs, system = feedback.from_jsonl(jsonl) if custom else (chosen.pairs, "")
         settings = DPOSettings(**{**chosen.settings.__dict__, "max_seconds": float(max_seconds),
                                   **({"max_steps": int(steps)} if steps else {})})
+        tuning.refuse_if_busy()
         base = models.get_model()
         rm = feedback.train_reward_model(pairs, system, base)
         held = [] if custom else feedback.triples(chosen.held_out_pairs)
@@ -413,7 +417,7 @@ def build() -> None:
         gr.Markdown(T("feedback.step2_help"))
         with gr.Row(equal_height=True):
             train_rm = gr.Button(T("feedback.train_rm"), variant="primary", scale=1, elem_id="feedback-train-rm")
-            rm_status = gr.HTML(reward_status(None, None), elem_id="feedback-rm")
+            rm_status = gr.HTML(localized(reward_status, None), elem_id="feedback-rm")
         with gr.Accordion(T("feedback.best_of_n"), open=True):
             gr.Markdown(T("feedback.best_of_n_help"))
             with gr.Row():
@@ -444,13 +448,13 @@ def build() -> None:
             start_btn = gr.Button(T("feedback.start"), variant="primary", scale=2, elem_id="feedback-start")
             stop_btn = gr.Button(T("finetune.stop"), variant="stop", scale=1, elem_id="feedback-stop")
             reset_btn = gr.Button(T("finetune.reset"), scale=1, elem_id="feedback-reset")
-        progress = gr.HTML(progress_html(None, None), elem_id="feedback-progress")
+        progress = gr.HTML(localized(progress_html, None), elem_id="feedback-progress")
         with gr.Row():
             rewards_plot = gr.LinePlot(x="step", y="value", color="curve", label=T("feedback.plot_rewards"),
                                        height=240, elem_id="feedback-rewards-plot")
             health_plot = gr.LinePlot(x="step", y="value", color="curve", label=T("feedback.plot_health"),
                                       height=240, elem_id="feedback-health-plot")
-        comparison = gr.HTML(comparison_html(None, None), elem_id="feedback-comparison")
+        comparison = gr.HTML(localized(comparison_html, None), elem_id="feedback-comparison")
         gr.Markdown(T("feedback.hacking"))
         gr.Markdown(T("feedback.chat_hint"))
 
@@ -474,7 +478,8 @@ def build() -> None:
                         concurrency_limit=2, concurrency_id="chatlab-tuning", api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")
         reset_btn.click(reset, run, outputs, api_visibility="private")
-        gr.api(feedback_api, api_name="feedback", concurrency_limit=1, concurrency_id="chatlab-tuning-api")
+        # two slots: a second caller reaches the training slot and is refused with a clear message, not queued
+        gr.api(feedback_api, api_name="feedback", concurrency_limit=2, concurrency_id="chatlab-tuning-api")
 
 
 def _picker(which: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 import json
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 from chat import finetune, models, tuning
 from chat.finetune import Demonstration, SFTSettings
 from chat.tuning import TuningError
-from chat.ui.i18n import STRINGS, T, tr
+from chat.ui.i18n import STRINGS, T, localized, tr
 
 FILES = Path(tempfile.mkdtemp(prefix="chatlab-finetune-"))  # exports and adapters, one of each per session
 DEFAULT = finetune.preset("identity")
@@ -265,7 +266,7 @@ def compare_again(run, questions, key, name, request: gr.Request):
 
 
 def finetune_api(preset: str = "identity", name: str = "Nova", jsonl: str = "", steps: int = 0,
-                 max_seconds: float = 90, request: gr.Request = None):
+                 max_seconds: float = 90, request: gr.Request = None) -> Iterator[dict]:
     """Fine-tune the chat model (SFT with LoRA) for this API session and compare its answers before and after.
 
     One run trains at a time on this machine; a second is refused, not queued. When training ends, `chat` with
@@ -367,14 +368,14 @@ def build() -> None:
                     start_btn = gr.Button(T("finetune.start"), variant="primary", elem_id="finetune-start", scale=2)
                     stop_btn = gr.Button(T("finetune.stop"), variant="stop", elem_id="finetune-stop", scale=1)
                     reset_btn = gr.Button(T("finetune.reset"), elem_id="finetune-reset", scale=1)
-                progress = gr.HTML(progress_html(None, None), elem_id="finetune-progress")
+                progress = gr.HTML(localized(progress_html, None), elem_id="finetune-progress")
                 plot = gr.LinePlot(x="step", y="loss", label=T("finetune.plot"), height=240, elem_id="finetune-plot")
                 mask = gr.HighlightedText(label=T("finetune.mask"), show_legend=True, combine_adjacent=True,
                                           elem_id="finetune-mask", elem_classes="token-pane")
                 questions = gr.Textbox(questions_text(DEFAULT), label=T("finetune.questions"), lines=4,
                                        max_lines=12, elem_id="finetune-questions")
                 compare_btn = gr.Button(T("finetune.compare_again"), size="sm", elem_id="finetune-compare-again")
-                comparison = gr.HTML(comparison_html(None, None), elem_id="finetune-comparison")
+                comparison = gr.HTML(localized(comparison_html, None), elem_id="finetune-comparison")
                 download = gr.DownloadButton(T("finetune.download"), interactive=False, size="sm",
                                              elem_id="finetune-download")
                 gr.Markdown(T("finetune.chat_hint"))
@@ -390,7 +391,8 @@ def build() -> None:
                         concurrency_limit=2, concurrency_id="chatlab-tuning", api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")
         reset_btn.click(reset, run, outputs, api_visibility="private")
-        gr.api(finetune_api, api_name="finetune", concurrency_limit=1, concurrency_id="chatlab-tuning-api")
+        # two slots: a second caller reaches the training slot and is refused with a clear message, not queued
+        gr.api(finetune_api, api_name="finetune", concurrency_limit=2, concurrency_id="chatlab-tuning-api")
         compare_btn.click(compare_again, [run, questions, key, name], comparison, concurrency_limit=1,
                           concurrency_id="chatlab-tuning-compare", api_visibility="private")
 

@@ -628,6 +628,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "feedback.skip": ("Skip", "跳过"),
     "feedback.score": ("reward {score:+.2f}", "奖励 {score:+.2f}"),
     "feedback.added": ("Added: {n} pairs now.", "已添加：现在共 {n} 对。"),
+    "feedback.full": ("The table holds at most {n} pairs: the last row was dropped to make room.",
+                      "表格最多容纳 {n} 对：为腾出位置，最后一行已被移除。"),
     "feedback.both_bad_noted": (
         "Noted: no pair is added (neither answer is worth preferring). Write a better answer as a row of the table "
         "if you like: it becomes 'chosen'.",
@@ -646,18 +648,32 @@ STRINGS: dict[str, tuple[str, str]] = {
         "被偏好的回答简短直接；被拒绝的回答虽然正确但啰嗦。",
     ),
     "feedback.about_friendly": (
-        "The preferred answer is warm and cheerful with a friendly emoji; the rejected one is flat and curt.",
-        "被偏好的回答热情开朗、带友好的表情；被拒绝的回答平淡生硬。",
+        "The preferred answer is warm and cheerful with a friendly emoji; the rejected one is flat and curt. Emoji "
+        "are what most separates the two, so even at this learning rate an answer may start to pile them up: the "
+        "first sign of over-optimisation.",
+        "被偏好的回答热情开朗、带友好的表情；被拒绝的回答平淡生硬。两者最大的区别就是表情，所以即使在这个学习率下，"
+        "也可能有回答开始堆砌表情：这是过度优化的第一个迹象。",
     ),
     "feedback.about_chinese": (
         "Whatever the question's language, the preferred answer is in Chinese; the rejected one says the same in "
-        "English.",
-        "无论用什么语言提问，被偏好的都是中文回答；被拒绝的是意思相同的英文回答。",
+        "English. The reward model learns this at once (it ranks new pairs right), but a dozen DPO steps barely move "
+        "the language: DPO only re-weights answers the model already gives, and this small model almost never "
+        "answers English in Chinese (answers get shorter instead; a higher learning rate breaks it into gibberish "
+        "before it speaks Chinese). That is why ChatGPT is fine-tuned (SFT) before RLHF: compare the Fine-tune "
+        "tab's Language preset.",
+        "无论用什么语言提问，被偏好的都是中文回答；被拒绝的是意思相同的英文回答。奖励模型马上就学会了（新的偏好对也能排对），"
+        "但十几步 DPO 几乎改变不了语言：DPO 只会重新加权模型本来就会给出的回答，而这个小模型几乎从不用中文回答英文问题"
+        "（回答只是变短；学习率再高，它会先变成乱码，而不是说中文）。这正是 ChatGPT 在 RLHF 之前先做监督微调（SFT）的原因："
+        "对比“监督微调”标签页的语言预设。",
     ),
     "feedback.about_refuse": (
         "For a harmful request the preferred answer declines politely and offers something safe; the rejected one "
-        "goes along with it. Harmless questions keep their helpful answers.",
-        "面对有害请求，被偏好的回答礼貌拒绝并给出安全的替代；被拒绝的回答照做。无害的问题仍然得到有用的回答。",
+        "goes along with it. Harmless questions keep their helpful answers. The reward model learns the preference "
+        "and ranks new pairs right; a dozen DPO steps on 16 pairs fit the training prompts (the margin rises) but "
+        "rarely carry the refusal to new harmful requests: safety training takes far more, and more varied, data.",
+        "面对有害请求，被偏好的回答礼貌拒绝并给出安全的替代；被拒绝的回答照做。无害的问题仍然得到有用的回答。"
+        "奖励模型学会了这个偏好，新的偏好对也能排对；在 16 对数据上做十几步 DPO 能拟合训练提示（差值上升），"
+        "却很少把拒绝推广到新的有害请求：安全训练需要多得多、也更多样的数据。",
     ),
     "feedback.about_overoptimise": (
         "The friendly pairs with a learning rate far too high: the policy drifts far from the original (the KL "
@@ -806,3 +822,13 @@ def tr(request: gr.Request | None, key: str, **fmt) -> str:
     english, chinese = STRINGS[key]
     text = chinese if language(request) == "zh" else english
     return text.format(**fmt) if fmt else text
+
+
+def localized(render, *args):
+    """An initial value computed per page load, so server-side text comes in the browser's language:
+    gr.HTML(localized(progress_html, None)) renders progress_html(None, request) for each visitor."""
+
+    def value(request: gr.Request = None) -> str:  # None when gradio renders the value at build time
+        return render(*args, request)
+
+    return value

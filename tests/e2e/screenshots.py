@@ -1,7 +1,8 @@
 """README screenshots: the real app in Debian's Chromium, one per tab, after a short realistic interaction.
 
-`make screenshots` (or `python -m tests.e2e.screenshots [TAB ...] [--zh]`) writes assets/<tab>.png; --zh also writes the
-Tokens tab in Chinese (assets/tokens_zh.png). Needs fonts-noto-cjk and fonts-noto-color-emoji for the Chinese and emoji.
+`make screenshots` (or `python -m tests.e2e.screenshots [TAB ...] [--zh [--zh-tabs TAB ...]]`) writes assets/<tab>.png;
+--zh also writes the Tokens tab (or --zh-tabs) in Chinese (assets/tokens_zh.png). Needs fonts-noto-cjk and
+fonts-noto-color-emoji for the Chinese and emoji.
 """
 from __future__ import annotations
 
@@ -55,13 +56,35 @@ def tinygpt(page):
     time.sleep(4)
 
 
-TABS = {"tokens": tokens, "chat": chat, "next_token": next_token, "mnist": mnist, "tinygpt": tinygpt}
+def finetune(page):
+    """The identity preset trained to the end: loss curve, loss mask, and the before/after table."""
+    page.locator("#finetune-start").click()
+    page.locator("#finetune-status-line[data-status=done]").wait_for(timeout=400_000)
+    time.sleep(2)
+
+
+def feedback(page):
+    """The concise preset: a pair of answers to pick from, the reward model, then DPO to the end."""
+    page.locator("#feedback-train-rm").click()
+    page.locator("#feedback-rm-status[data-trained='1']").wait_for(timeout=180_000)
+    page.locator("#feedback-start").click()
+    page.locator("#feedback-status-line[data-status=done]").wait_for(timeout=500_000)
+    page.locator("#feedback-prompt textarea").fill("Give me a tip for a rainy day.")
+    page.locator("#feedback-ask").click()
+    page.wait_for_function("() => document.querySelector('#feedback-answer-b textarea').value.length > 0",
+                           timeout=180_000)
+    time.sleep(2)
+
+
+TABS = {"tokens": tokens, "chat": chat, "next_token": next_token, "mnist": mnist, "tinygpt": tinygpt,
+        "finetune": finetune, "feedback": feedback}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)})")
     parser.add_argument("--zh", action="store_true", help="also shoot the Tokens tab in Chinese")
+    parser.add_argument("--zh-tabs", nargs="*", default=["tokens"], help="the tabs --zh shoots in Chinese")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
@@ -76,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                             **app.launch_options())
     ASSETS.mkdir(exist_ok=True)
-    shots = [(tab, "en-US", tab) for tab in args.tabs] + ([("tokens", "zh-CN", "tokens_zh")] if args.zh else [])
+    shots = [(tab, "en-US", tab) for tab in args.tabs]
+    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in args.zh_tabs] if args.zh else []
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)

@@ -2,6 +2,7 @@
 DPO run moves the answers; the tab in a real Chromium (pick answers, reward model, DPO curves), also in Chinese."""
 from __future__ import annotations
 
+import re
 import statistics
 
 import pytest
@@ -35,7 +36,6 @@ def test_the_tab_collects_a_preference_fits_a_reward_model_and_runs_dpo(app_url,
     page.goto(app_url)
     page.get_by_role("tab", name="Human feedback").click()
     page.locator("#feedback-status-line[data-status=idle]").wait_for()
-    rows_before = page.locator("#feedback-table tbody tr").count()
     page.locator("#feedback-prompt textarea").fill("Give me a tip for a rainy day.")
     page.locator("#feedback-ask").click()
     page.wait_for_function("() => document.querySelector('#feedback-answer-b textarea').value.length > 0",
@@ -43,8 +43,8 @@ def test_the_tab_collects_a_preference_fits_a_reward_model_and_runs_dpo(app_url,
     assert page.locator("#feedback-answer-a textarea").input_value() != page.locator(
         "#feedback-answer-b textarea").input_value()
     page.locator("#feedback-pick-a").click()
-    page.wait_for_function(f"() => document.querySelectorAll('#feedback-table tbody tr').length > {rows_before}")
-    page.locator("#feedback-table").get_by_text("Give me a tip for a rainy day.").first.wait_for()
+    page.get_by_text(re.compile(r"Added: \d+ pairs now")).first.wait_for()
+    page.locator("#feedback-table").get_by_text("Give me a tip for a rainy day.").first.wait_for()  # on top
     page.locator("#feedback-train-rm").click()
     page.locator("#feedback-rm-status[data-trained='1']").wait_for(timeout=120_000)
     assert "accuracy" in page.locator("#feedback-rm-status").inner_text()

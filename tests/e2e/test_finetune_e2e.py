@@ -15,7 +15,7 @@ def test_a_short_identity_run_changes_who_the_model_says_it_is(chat_model):
                              questions=finetune.preset_questions(preset), expect=preset.expect)
     run.wait(600)
     assert run.status == "done", run.error
-    assert run.last("loss") < run.first("loss") / 2
+    assert run.last("loss") < 0.6 * run.first("loss")
     held = [r for r in run.comparisons if r["kind"] == "held_out"]
     controls = [r for r in run.comparisons if r["kind"] == "control"]
     # questions it was never trained on now get the new name; before, none did
@@ -136,6 +136,6 @@ def test_a_bad_demonstration_table_gets_a_clear_message(app_url, page):
 def test_the_tab_speaks_chinese_to_a_chinese_browser(app_url, page_zh):
     page_zh.goto(app_url)
     page_zh.get_by_role("tab", name="监督微调 SFT").click()
-    page_zh.get_by_text("开始微调").wait_for()
+    page_zh.get_by_role("button", name="开始微调").wait_for()
     page_zh.get_by_text("预训练 → 监督微调（SFT）→ 人类反馈强化学习（RLHF）", exact=False).first.wait_for()
     page_zh.locator("#finetune-status-line").get_by_text("尚未训练").wait_for()
