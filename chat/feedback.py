@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,26 +55,11 @@ class DPOSettings:
     seed: int = 0
 
 
-LIMITS = {
-    "beta": (0.01, 1.0),
-    "learning_rate": (1e-7, 1e-2),
-    "max_steps": (1, 200),
-    "batch_size": (1, 16),
-    "lora_r": (1, 64),
-    "lora_layers": (0, 64),
-    "max_seconds": (5.0, 300.0),
-    "seed": (0, 2**31 - 1),
-}
+LIMITS = {"beta": (0.01, 1.0), "learning_rate": (1e-7, 1e-2)} | tuning.LIMITS
 
 
 def validate_settings(settings: DPOSettings) -> DPOSettings:
-    for f in fields(DPOSettings):
-        value, (low, high) = getattr(settings, f.name), LIMITS[f.name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-                or not low <= value <= high or (f.type in ("int", int) and value != int(value)):
-            raise TuningError("setting", f"{f.name} must be between {low} and {high}, got {value!r}",
-                              name=f.name, low=low, high=high, value=value)
-    return settings
+    return tuning.check_settings(settings, LIMITS)
 
 
 # --- preferences ----------------------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chat import tuning
@@ -54,28 +53,11 @@ class SFTSettings:
     seed: int = 0  # adapter init and data order
 
 
-LIMITS = {
-    "learning_rate": (1e-6, 1e-2),
-    "max_steps": (1, 200),
-    "batch_size": (1, 16),
-    "lora_r": (1, 64),
-    "lora_layers": (0, 64),
-    "max_seconds": (5.0, 300.0),
-    "seed": (0, 2**31 - 1),
-}
+LIMITS = {"learning_rate": (1e-6, 1e-2)} | tuning.LIMITS
 
 
 def validate_settings(settings: SFTSettings) -> SFTSettings:
-    for f in fields(SFTSettings):
-        value, (low, high) = getattr(settings, f.name), LIMITS[f.name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-                or not low <= value <= high:
-            raise TuningError("setting", f"{f.name} must be between {low} and {high}, got {value!r}",
-                              name=f.name, low=low, high=high, value=value)
-        if f.type in ("int", int) and value != int(value):
-            raise TuningError("setting", f"{f.name} must be a whole number, got {value!r}",
-                              name=f.name, low=low, high=high, value=value)
-    return settings
+    return tuning.check_settings(settings, LIMITS)
 
 
 # --- demonstrations -------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -335,6 +335,32 @@ def refuse_if_busy() -> None:
     busy = _SLOT.holder
     if busy is not None:
         raise _SLOT.refusal(busy)
+
+
+# The bounds every training run shares (what a remote user can start is bounded in size and time).
+LIMITS = {
+    "max_steps": (1, 200),
+    "batch_size": (1, 16),
+    "lora_r": (1, 64),
+    "lora_layers": (0, 64),
+    "max_seconds": (5.0, 300.0),
+    "seed": (0, 2**31 - 1),
+}
+
+
+def check_settings(settings, limits: dict[str, tuple[float, float]]):
+    """Every field of a settings dataclass within its (low, high) limits, and whole where the field is an int;
+    else TuningError("setting") naming the field and its range. Returns `settings`."""
+    for f in fields(settings):
+        value, (low, high) = getattr(settings, f.name), limits[f.name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
+                or not low <= value <= high:
+            raise TuningError("setting", f"{f.name} must be between {low} and {high}, got {value!r}",
+                              name=f.name, low=low, high=high, value=value)
+        if f.type in ("int", int) and value != int(value):
+            raise TuningError("setting", f"{f.name} must be a whole number, got {value!r}",
+                              name=f.name, low=low, high=high, value=value)
+    return settings
 
 
 # --- tuned models, per browser session -------------------------------------------------------------------------------

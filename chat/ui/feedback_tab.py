@@ -15,13 +15,12 @@ import pandas as pd
 from chat import feedback, models, reward, tuning
 from chat.feedback import DPOSettings, Preference
 from chat.tuning import TUNED, TuningError
-from chat.ui.finetune_tab import error_text
+from chat.ui.finetune_tab import error_text, follow, release, stop, watch
 from chat.ui.i18n import T, localized, tr
 
 FILES = Path(tempfile.mkdtemp(prefix="chatlab-feedback-"))  # exports, one per session
 DEFAULT = feedback.preset("concise")
 CUSTOM = "custom"
-UPDATE_S = 0.5
 COLORS = {"chosen": "#16a34a", "rejected": "#dc2626", "margin": "#2563eb", "accuracy": "#7c3aed", "kl": "#f97316"}
 
 
@@ -283,23 +282,7 @@ def start(frame, key, beta, lr, steps, batch, layers, budget, rm: TrainedReward 
         _fail(request, error)
     except (TypeError, ValueError) as error:  # an emptied number box
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
-    finished = False
-    try:
-        while run.thread.is_alive():
-            yield render(run, request)
-            run.wait(UPDATE_S)
-        finished = True
-        if run.status == "diverged":
-            gr.Warning(_status(run, request)[1])
-        yield render(run, request)
-    finally:
-        if not finished:  # the browser went away: nothing keeps training (or comparing) for nobody
-            run.abandon()
-
-
-def stop(run) -> None:
-    if run is not None:
-        run.stop.set()
+    yield from watch(run, lambda: render(run, request), lambda: render(run, request), lambda: _status(run, request)[1])
 
 
 def reset(run, request: gr.Request):
@@ -351,22 +334,7 @@ def feedback_api(preset: str = "concise", jsonl: str = "", steps: int = 0, max_s
     except (TypeError, ValueError) as error:
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
     head = {"reward_model_accuracy": accuracy, "reward_model_train_accuracy": rm.train_accuracy}
-    finished = False
-    try:
-        while run.thread.is_alive():
-            yield head | feedback.summary(run)
-            run.wait(2.0)
-        finished = True
-        yield head | feedback.summary(run) | {"answers": run.comparisons}
-    finally:
-        if not finished:
-            run.abandon()
-
-
-def release(run) -> None:
-    """Gradio calls this when the session's state expires (an hour after the tab closed): forget everything."""
-    if run is not None:
-        run.abandon()
+    yield from follow(run, feedback.summary, head)
 
 
 def build() -> None:

@@ -228,17 +228,24 @@ def start(frame, system, key, name, lr, steps, batch, rank, layers, budget, ques
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
     except models.ModelLoadError as error:
         raise gr.Error(tr(request, "tuning.error_model", error=error)) from None
+    yield from watch(run, lambda: render(run, request), lambda: render(run, request, final=True),
+                     lambda: _status(run, request)[1])
+
+
+def watch(run, live, last, status_line):
+    """A tab's view of a training run: `live()` every UPDATE_S while it trains, then `last()`, with a warning if
+    it diverged. A browser that goes away abandons the run: nothing keeps training (or comparing) for nobody."""
     finished = False
     try:
         while run.thread.is_alive():
-            yield render(run, request)
+            yield live()
             run.wait(UPDATE_S)
         finished = True
         if run.status == "diverged":
-            gr.Warning(_status(run, request)[1])
-        yield render(run, request, final=True)
+            gr.Warning(status_line())
+        yield last()
     finally:
-        if not finished:  # the browser went away: nothing keeps training (or comparing) for nobody
+        if not finished:
             run.abandon()
 
 
@@ -301,13 +308,20 @@ def finetune_api(preset: str = "identity", name: str = "Nova", jsonl: str = "", 
         raise gr.Error(error_text(request, error)) from None
     except (TypeError, ValueError) as error:
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
+    yield from follow(run, finetune.summary)
+
+
+def follow(run, summary, head: dict | None = None) -> Iterator[dict]:
+    """An API call's stream: the run's summary every 2 s while it trains, then with the before/after answers.
+    A caller who disconnects abandons the run (it stops within a step and frees the machine)."""
+    head = head or {}
     finished = False
     try:
         while run.thread.is_alive():
-            yield finetune.summary(run)
+            yield head | summary(run)
             run.wait(2.0)
         finished = True
-        yield finetune.summary(run) | {"answers": run.comparisons}
+        yield head | summary(run) | {"answers": run.comparisons}
     finally:
         if not finished:
             run.abandon()

@@ -658,12 +658,12 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Whatever the question's language, the preferred answer is in Chinese; the rejected one says the same in "
         "English. The reward model learns this at once (it ranks new pairs right), but a dozen DPO steps barely move "
         "the language: DPO only re-weights answers the model already gives, and this small model almost never "
-        "answers English in Chinese (answers get shorter instead; a higher learning rate breaks it into gibberish "
+        "answers English in Chinese (the answers hardly change; a higher learning rate breaks it into gibberish "
         "before it speaks Chinese). That is why ChatGPT is fine-tuned (SFT) before RLHF: compare the Fine-tune "
         "tab's Language preset.",
         "无论用什么语言提问，被偏好的都是中文回答；被拒绝的是意思相同的英文回答。奖励模型马上就学会了（新的偏好对也能排对），"
         "但十几步 DPO 几乎改变不了语言：DPO 只会重新加权模型本来就会给出的回答，而这个小模型几乎从不用中文回答英文问题"
-        "（回答只是变短；学习率再高，它会先变成乱码，而不是说中文）。这正是 ChatGPT 在 RLHF 之前先做监督微调（SFT）的原因："
+        "（回答几乎不变；学习率再高，它会先变成乱码，而不是说中文）。这正是 ChatGPT 在 RLHF 之前先做监督微调（SFT）的原因："
         "对比“监督微调”标签页的语言预设。",
     ),
     "feedback.about_refuse": (
