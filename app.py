@@ -20,6 +20,7 @@ from chat import models  # noqa: E402
 from chat.ui import chat_tab, next_token_tab, tokens_tab  # noqa: E402
 from chat.ui import mnist_tab  # noqa: E402
 from chat.ui import tinygpt_tab  # noqa: E402
+from chat.ui import inside_tab  # noqa: E402
 
 
 def build_app() -> gr.Blocks:
@@ -31,6 +32,7 @@ def build_app() -> gr.Blocks:
             tokens_tab.build()
             chat_tab.build()
             next_token_tab.build()
+            inside_tab.build()
             mnist_tab.build()
             tinygpt_tab.build()
     demo.queue(default_concurrency_limit=4)
