@@ -24,6 +24,7 @@ Chat and Next token run the same transformers model at the same moment, in other
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chat.models import LoadedModel, ModelTokenizer, get_model
+from chat.models import LoadedModel, ModelTokenizer, get_model, is_loaded
 from chat.tokens import describe_bytes, group_tokens
 
 MAX_TOKENS = 64  # the text is cut after this many tokens (30 x 9 x 64 x 64 weights = 4.4 MB)
@@ -71,6 +72,8 @@ _loader = ThreadPoolExecutor(1, thread_name_prefix="chatlab-inside-load")
 def ready_model(timeout: float = WAIT_FOR_MODEL_S) -> LoadedModel:
     """The shared chat model with its transformers model in, waiting up to `timeout` s for a load in progress (or
     starting one); ModelStillLoading after that, ModelLoadError if it cannot load."""
+    if is_loaded() and get_model().transformers_model.done():
+        return get_model()
     job = _loader.submit(lambda: get_model().model)
     try:
         job.result(timeout)
@@ -99,8 +102,9 @@ _PASS_LOCK = threading.Lock()  # one inspection pass at a time: 2 cores, and cha
 _GIVE_WAY: contextvars.ContextVar = contextvars.ContextVar("chatlab_inside_give_way", default=None)
 
 
-def _give_way(module, args) -> None:
-    """Forward pre-hook on each of the twin's layers: wait while a chat reply is being generated."""
+def _give_way(module=None, args=None) -> None:
+    """Wait while a chat reply is being generated (when the current inspection gives way): a forward pre-hook on each
+    of the twin's layers, and called before the other heavy steps."""
     waiting = _GIVE_WAY.get()
     if waiting is None:
         return
@@ -108,6 +112,16 @@ def _give_way(module, args) -> None:
     if replies.active and not replies.wait_until_idle(max(0.0, deadline - time.monotonic())):
         raise ModelBusy("The chat model is busy answering; the inspection waited "
                         f"{WAIT_FOR_REPLIES_S:.0f} s. Try again in a moment.")
+
+
+@contextlib.contextmanager
+def giving_way(loaded: LoadedModel, give_way: bool = True):
+    """Within this block, the twin's passes (and _give_way calls) wait while chat replies are being generated."""
+    token = _GIVE_WAY.set((loaded.replies, time.monotonic() + WAIT_FOR_REPLIES_S) if give_way else None)
+    try:
+        yield
+    finally:
+        _GIVE_WAY.reset(token)
 
 
 def eager_twin(model: torch.nn.Module) -> torch.nn.Module:
@@ -135,13 +149,9 @@ def run_twin(loaded: LoadedModel, ids: torch.Tensor, give_way: bool = True):
     """One pass of the eager twin over ids (B, T): logits for the last position, every layer's attention weights
     (B, heads, T, T) and hidden states (B, T, hidden); before each layer it waits while a chat reply is generated."""
     twin = eager_twin(loaded.model)
-    token = _GIVE_WAY.set((loaded.replies, time.monotonic() + WAIT_FOR_REPLIES_S) if give_way else None)
-    try:
-        with _PASS_LOCK:
-            return twin(input_ids=ids, output_attentions=True, output_hidden_states=True, use_cache=False,
-                        logits_to_keep=1)
-    finally:
-        _GIVE_WAY.reset(token)
+    with giving_way(loaded, give_way), _PASS_LOCK:
+        return twin(input_ids=ids, output_attentions=True, output_hidden_states=True, use_cache=False,
+                    logits_to_keep=1)
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------------
@@ -269,7 +279,9 @@ def _inspect_ids(loaded: LoadedModel, ids: list[int], cut: int, give_way: bool) 
     layer_inputs = torch.stack([h[0, :STEP_TOKENS] for h in hidden[:-1]]).float().cpu().clone()
     twin = eager_twin(loaded.model)
     last = torch.stack([h[0, -1] for h in hidden[1:]])  # (layers, hidden) the stream after each layer
-    probs = torch.softmax(twin.lm_head(twin.model.norm(last)).float(), dim=-1).cpu()  # (layers, vocab)
+    with giving_way(loaded, give_way):
+        _give_way()  # the lens reads 30 x 28 M weights of the output matrix: after any reply that started meanwhile
+        probs = torch.softmax(twin.lm_head(twin.model.norm(last)).float(), dim=-1).cpu()  # (layers, vocab)
     model_probs = torch.softmax(out.logits[0, -1].float(), dim=-1).cpu()
     tokenizer = ModelTokenizer(loaded.tokenizer)
     answer_id = int(model_probs.argmax())

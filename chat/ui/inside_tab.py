@@ -301,7 +301,10 @@ def steps_html(steps: inside.HeadSteps, heads: int, kv_heads: int, request: gr.R
                           (tr(request, "steps.v"), steps.v), (tr(request, "steps.out"), steps.output)))
     outputs = "".join(f"<tr><th>{_esc(t)}</th><td>{_strip(steps.output[r])}</td></tr>"
                       for r, t in enumerate(steps.tokens))
-    p = lambda name, **fmt: f"<p>{_md_bold(tr(request, name, **fmt))}</p>"  # noqa: E731
+
+    def p(name: str, **fmt) -> str:
+        return f"<p>{_md_bold(tr(request, name, **fmt))}</p>"
+
     return f"""<div class="steps" data-layer="{steps.layer}" data-head="{steps.head}">
 {p("steps.intro", layer=steps.layer, head=steps.head, n=n, d=d)}
 {p("steps.gqa", heads=heads, kv_heads=kv_heads, sharing=sharing, kv=steps.kv_head, ratio=heads // kv_heads)}
@@ -435,8 +438,8 @@ def look(text: str, layer: int, head: int, hide: bool, request: gr.Request):
         status += " · ⚠️ " + tr(request, "inside.cut", total=total, shown=len(inspection.tokens))
     grid = gr.HTML(value=grid_value(inspection, hide, request), selected=[layer, head])
     views = _head_views(loaded, inspection, layer, head, hide, request)
-    return (text, status, grid, *views, lens_html(inspection, request),
-            gr.Slider(maximum=layers - 1, value=layer), gr.Radio(choices=[(str(h), h) for h in range(heads)], value=head))
+    selectors = gr.Slider(maximum=layers - 1, value=layer), gr.Radio([(str(h), h) for h in range(heads)], value=head)
+    return text, status, grid, *views, lens_html(inspection, request), *selectors
 
 
 def open_tab(inspected: str | None, text: str, layer: int, head: int, hide: bool, request: gr.Request):
@@ -566,7 +569,9 @@ def logit_lens(text: str) -> dict:
     """
     def run():
         found = inside.inspect_text(text, inside.ready_model())
-        guess = lambda g: {"token": g.label, "id": g.token_id, "prob": g.prob}  # noqa: E731
+        def guess(g: inside.Guess) -> dict:
+            return {"token": g.label, "id": g.token_id, "prob": g.prob}
+
         return {"tokens": found.tokens, "answer": guess(found.answer),
                 "layers": [{"layer": row.layer, "top": [guess(g) for g in row.top], "answer_prob": row.answer_prob}
                            for row in found.lens], "cut": found.cut}

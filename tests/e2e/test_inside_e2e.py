@@ -96,9 +96,9 @@ def _open_tab(page, app_url, name):
 
 
 def _click_thumbnail(page, layer, head):
-    box = page.locator("#inside-grid canvas").bounding_box()
     cell, gap, left, top = 28, 3, 34, 34  # inside_tab.GRID_CELL and the grid's drawing constants
-    page.mouse.click(box["x"] + left + layer * (cell + gap) + cell / 2, box["y"] + top + head * (cell + gap) + cell / 2)
+    page.locator("#inside-grid canvas").click(position={"x": left + layer * (cell + gap) + cell / 2,
+                                                        "y": top + head * (cell + gap) + cell / 2})
 
 
 def test_pick_a_head_click_a_thumbnail_and_see_it_step_by_step(app_url, page, chat_model):
@@ -122,8 +122,12 @@ def test_pick_a_head_click_a_thumbnail_and_see_it_step_by_step(app_url, page, ch
     assert page.locator("#inside-lens tr").count() == 31
     page.locator("#inside-probe-induction").click()
     page.locator("#inside-probe-note").get_by_text("layer 18 · head 6").wait_for(timeout=60_000)
-    page.locator("#inside-probe-table").get_by_text("induction head").first.click()  # rank 1: layer 18, head 6
+    ranked = page.locator("#inside-probe-table .body-cell").filter(has_text="induction head")
+    ranked.first.click()  # rank 1: layer 18, head 6
     page.locator("#inside-steps .steps[data-layer='18'][data-head='6']").wait_for()
+    page.locator("#inside-take").click()  # the Next-token tab's prompt
+    page.locator("#inside-status").get_by_text("5 tokens").wait_for()
+    assert page.locator("#inside-text textarea").input_value() == "The capital of France is"
 
 
 def test_the_tab_speaks_chinese_to_a_chinese_browser(app_url, page_zh, chat_model):
