@@ -604,7 +604,15 @@ def head_scores(probe: Literal["induction", "previous_token", "pronoun"]) -> dic
 # --- the tab --------------------------------------------------------------------------------------------------------
 
 
-TAKE_NEXT_TOKEN_TEXT = "(current) => document.querySelector('#next-prompt textarea')?.value || current"
+def _next_token_prompt() -> gr.Textbox | None:
+    """The Next-token tab's prompt box, when that tab is built before this one (as app.py does)."""
+    root = gr.context.Context.root_block
+    blocks = root.blocks.values() if root is not None else []
+    return next((b for b in blocks if isinstance(b, gr.Textbox) and b.elem_id == "next-prompt"), None)
+
+
+def take_text(prompt: str | None):
+    return prompt if prompt and prompt.strip() else gr.skip()
 
 
 def build() -> None:
@@ -617,7 +625,8 @@ def build() -> None:
                 gr.Examples(EXAMPLES, inputs=[text])
             with gr.Column(scale=1, min_width=200):
                 run = gr.Button(T("inside.run"), variant="primary", elem_id="inside-run")
-                take = gr.Button(T("inside.take"), elem_id="inside-take")
+                next_prompt = _next_token_prompt()
+                take = gr.Button(T("inside.take"), elem_id="inside-take", visible=next_prompt is not None)
         status = gr.Markdown(elem_id="inside-status")
         gr.Markdown(T("inside.attention_title"))
         with gr.Row():
@@ -653,8 +662,9 @@ def build() -> None:
         tab.select(open_tab, [inspected, text, layer, head, hide], looked, **common)
         run.click(look, [text, layer, head, hide], looked, **common)
         text.submit(look, [text, layer, head, hide], looked, **common)
-        take.click(None, [text], [text], js=TAKE_NEXT_TOKEN_TEXT).then(
-            look, [text, layer, head, hide], looked, **common)
+        if next_prompt is not None:
+            take.click(take_text, [next_prompt], [text], api_visibility="private", queue=False).then(
+                look, [text, layer, head, hide], looked, **common)
         layer.input(show_head, [inspected, layer, head, hide], [grid, *head_views], trigger_mode="always_last",
                     **common)
         head.input(show_head, [inspected, layer, head, hide], [grid, *head_views], **common)
