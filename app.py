@@ -21,6 +21,7 @@ from chat.ui import chat_tab, next_token_tab, tokens_tab  # noqa: E402
 from chat.ui import feedback_tab, finetune_tab  # noqa: E402
 from chat.ui import mnist_tab  # noqa: E402
 from chat.ui import tinygpt_tab  # noqa: E402
+from chat.ui import inside_tab  # noqa: E402
 
 
 def build_app() -> gr.Blocks:
@@ -31,6 +32,7 @@ def build_app() -> gr.Blocks:
         with gr.Tabs():  # the story: how text is read and answered, how a chat model is made, then a classic
             tokens_tab.build()
             next_token_tab.build()
+            inside_tab.build()
             chat_tab.build()
             tinygpt_tab.build()
             finetune_tab.build()

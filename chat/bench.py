@@ -548,6 +548,218 @@ BENCHMARKS["reward"] = bench_reward
 
 BENCHMARKS["feedback"] = bench_feedback
 # --- feedback benchmark (end) ---
+# --- inside benchmark (start) ---
+INSIDE_TEXT = ("The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp and watched the "
+               "ships pass safely through the channel below. One stormy night a small boat lost its way, and the "
+               "keeper rang the bell until the sailors found the harbour again. In the morning the whole village came "
+               "down to the shore to thank him.")  # 65 tokens: the pass reads the first 64
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _chat_tokens_per_s(loaded, new_tokens: int, alongside=None) -> tuple[float, int]:
+    """Decode speed of one greedy chat reply; with `alongside(stop_event)` running in a thread meanwhile, also how
+    many times it ran."""
+    import threading
+
+    from chat import generation
+
+    params = generation.GenerationParams(temperature=0, max_new_tokens=new_tokens, repetition_penalty=1.0)
+    stop, runs = threading.Event(), []
+    worker = None
+    if alongside is not None:
+        worker = threading.Thread(target=lambda: alongside(stop, runs))
+        worker.start()
+    stream = generation.stream_chat(CHAT_PROMPT, params, loaded)
+    for _ in stream:
+        pass
+    stop.set()
+    if worker is not None:
+        worker.join()
+    return stream.stats.tokens_per_s, len(runs)
+
+
+def _browser_render(loaded) -> dict:
+    """The tab in Debian's Chromium (when Playwright and /usr/bin/chromium are there): the grid's drawing time as the
+    page measures it (performance.now), a new inspection from click to drawn, and a thumbnail click to its head."""
+    import os
+    import shutil
+    import socket
+    import time
+
+    if shutil.which("/usr/bin/chromium") is None:
+        return {}
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {}
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = app.build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **app.launch_options())
+    figures = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Inside the model").click()
+            page.locator("#inside-steps .steps").wait_for()
+            grid_ms, inspect_ms, click_ms = [], [], []
+            for n in range(3):
+                stamp = page.locator("#inside-grid [data-stamp]").get_attribute("data-stamp")
+                page.locator("#inside-text textarea").fill(f"({n}) {INSIDE_TEXT}")  # new first tokens: a new pass
+                start = time.perf_counter()
+                page.locator("#inside-run").click()
+                page.wait_for_function("s => { const e = document.querySelector('#inside-grid [data-stamp]'); "
+                                       "return e && e.dataset.stamp !== s; }", arg=stamp)
+                page.locator("#inside-steps .steps[data-layer]").wait_for()
+                inspect_ms.append((time.perf_counter() - start) * 1000)
+                grid_ms.append(float(page.locator("#inside-grid [data-render-ms]").get_attribute("data-render-ms")))
+                layer, head = 10 + n, n
+                canvas = page.locator("#inside-grid canvas")
+                canvas.scroll_into_view_if_needed()
+                start = time.perf_counter()
+                canvas.click(position={"x": 34 + layer * 31 + 14, "y": 34 + head * 31 + 14})
+                page.locator(f"#inside-steps .steps[data-layer='{layer}'][data-head='{head}']").wait_for()
+                click_ms.append((time.perf_counter() - start) * 1000)
+            tokens = page.locator("#inside-heatmap svg rect title").count()
+            browser.close()
+        figures = {"browser_grid_draw_ms": round(min(grid_ms), 1),
+                   "browser_inspect_click_to_drawn_ms": round(min(inspect_ms)),
+                   "browser_thumbnail_click_to_head_ms": round(min(click_ms)),
+                   "browser_heatmap_cells": tokens}
+    finally:
+        demo.close()
+    return figures
+
+
+def bench_inside(args: argparse.Namespace) -> dict:
+    """The Inside tab's inspection pass on 64 tokens (every layer's and head's attention, the logit lens, the first
+    layer inputs) against the plain forward pass of the same tokens on the shared model (the anchor), best of 5,
+    alternated; the tab's server-side drawing; the probes; memory over 40 inspections; a chat reply's decode speed
+    alone, while inspections run back to back (they give way), and with the giving way switched off; and, when
+    Chromium and Playwright are there, the page's drawing times."""
+    import statistics
+    import time
+
+    import torch
+
+    from chat import inside, models
+    from chat.ui import inside_tab
+
+    loaded = models.get_model(progress=lambda s: None)
+    model = loaded.model
+    ids = models.ModelTokenizer(loaded.tokenizer).encode(INSIDE_TEXT)[:inside.MAX_TOKENS]
+    assert len(ids) == inside.MAX_TOKENS
+    start = time.perf_counter()
+    inside.eager_twin(model)
+    twin_s = time.perf_counter() - start
+    tensor = torch.tensor([ids])
+
+    def plain():
+        with torch.inference_mode():
+            model(input_ids=tensor, use_cache=False, logits_to_keep=1)
+
+    def inspection():
+        return inside._inspect_ids(loaded, ids, 0, give_way=True)
+
+    plain()
+    inspection()  # warm-up
+    plain_s, inspect_s = [], []
+    for _ in range(5):
+        for fn, times in ((plain, plain_s), (inspection, inspect_s)):
+            begin = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - begin)
+    found = inspection()
+    inside.inspect_text(INSIDE_TEXT, loaded)  # into the cache: the tab's own work is timed next, not the pass
+    begin = time.perf_counter()
+    inside_tab.look(INSIDE_TEXT, 18, 6, True, None)  # what the tab computes for one inspection (cached pass)
+    draw_s = time.perf_counter() - begin
+    value = inside_tab.grid_value(found, True, None)
+    begin = time.perf_counter()
+    inside_tab.show_head(INSIDE_TEXT, 16, 0, True, None)
+    head_s = time.perf_counter() - begin
+    probes = {}
+    for name in inside.PROBES:
+        inside._PROBE_RESULTS.pop(model, None)
+        begin = time.perf_counter()
+        result = inside.head_scores(name, loaded)
+        best = result.ranked[0]
+        probes[name] = {"seconds": round(time.perf_counter() - begin, 2), "best": f"L{best.layer}H{best.head}",
+                        "score": round(best.score, 3)}
+    rss_before = _rss_mb()
+    for n in range(40):  # 40 sessions' worth of distinct texts
+        inside.inspect_text(f"{n} {INSIDE_TEXT}", loaded)
+    rss_after = _rss_mb()
+
+    def inspect_back_to_back(give_way: bool):
+        def run(stop, runs):
+            while not stop.is_set():
+                inside._inspect_ids(loaded, ids, 0, give_way=give_way)
+                runs.append(1)
+        return run
+
+    chat = {}
+    if loaded.fast is not None:
+        _chat_tokens_per_s(loaded, 8)  # warm-up
+        alone, with_inspections, without_giving_way = [], [], []
+        runs_giving_way = runs_not = 0
+        for _ in range(3):  # alternated, so a change in the machine's load hits every side alike
+            alone.append(_chat_tokens_per_s(loaded, 128)[0])
+            speed, runs = _chat_tokens_per_s(loaded, 128, inspect_back_to_back(True))
+            with_inspections.append(speed)
+            runs_giving_way += runs
+            speed, runs = _chat_tokens_per_s(loaded, 128, inspect_back_to_back(False))
+            without_giving_way.append(speed)
+            runs_not += runs
+        median = statistics.median
+        chat = {"chat_tokens_per_s_alone": round(median(alone), 1),
+                "chat_tokens_per_s_during_inspections": round(median(with_inspections), 1),
+                "chat_ratio_during_inspections": round(median(with_inspections) / median(alone), 3),
+                "chat_tokens_per_s_if_inspections_did_not_give_way": round(median(without_giving_way), 1),
+                "chat_ratio_if_inspections_did_not_give_way": round(median(without_giving_way) / median(alone), 3),
+                "inspections_during_3_replies": runs_giving_way,
+                "inspections_during_3_replies_not_giving_way": runs_not}
+    best_plain, best_inspect = min(plain_s), min(inspect_s)
+    return {
+        "tokens": len(ids),
+        "layers_x_heads": f"{found.layers} x {found.heads}",
+        "attention_mb": round(found.attention.numel() * 4 / 1e6, 2),
+        "inspection_s": round(best_inspect, 3),
+        "inspection_median_s": round(statistics.median(inspect_s), 3),
+        "plain_forward_s": round(best_plain, 3),
+        "ratio": round(best_inspect / best_plain, 3),
+        "goal_inspection_s": 1.5,
+        "twin_build_s": round(twin_s, 3),
+        "tab_server_render_s": round(draw_s, 3),
+        "tab_head_switch_s": round(head_s, 3),
+        "grid_payload_kb": round(len(value["data"]) / 1024, 1),
+        "probes": probes,
+        "rss_growth_40_inspections_mb": round(rss_after - rss_before, 1),
+        "inspections_kept": len(inside._CACHE),
+        **chat,
+        **_browser_render(loaded),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+BENCHMARKS["inside"] = bench_inside
+# --- inside benchmark (end) ---
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -260,7 +260,7 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
             stream.error = error
             streamer.end()
 
-    stream._worker = threading.Thread(target=work, name="chatlab-generate", daemon=True)
+    stream._worker = threading.Thread(target=loaded.replies.running(work), name="chatlab-generate", daemon=True)
     stream._worker.start()
     return stream
 

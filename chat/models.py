@@ -57,6 +57,39 @@ class ModelLoadError(RuntimeError):
     """The model cannot be loaded; the message says why and what to do."""
 
 
+class ReplyTracker:
+    """Counts the chat replies being generated, so that optional work on the same model (the inside view) can wait
+    for the cores instead of slowing a reply down."""
+
+    def __init__(self):
+        self._active = 0
+        self._changed = threading.Condition()
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def running(self, work: Callable[[], None]) -> Callable[[], None]:
+        """`work` (a reply's worker) wrapped so that it counts as a reply while it runs."""
+
+        def counted() -> None:
+            with self._changed:
+                self._active += 1
+            try:
+                work()
+            finally:
+                with self._changed:
+                    self._active -= 1
+                    self._changed.notify_all()
+
+        return counted
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait until no reply is being generated; False if one still is after `timeout` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._active == 0, timeout)
+
+
 @dataclass
 class LoadedModel:
     name: str  # registry name, folder, gguf path or hub id
@@ -71,6 +104,7 @@ class LoadedModel:
     stop_ids: frozenset[int]  # end-of-reply tokens (the generation config's eos ids and the tokenizer's)
     fast: object | None = None  # chat.fastpath.FastDecoder once the fast CPU decoder is ready, else None (plain path)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one generate at a time
+    replies: ReplyTracker = field(default_factory=ReplyTracker, repr=False)  # chat replies in progress
 
     @property
     def model(self) -> torch.nn.Module:

@@ -204,6 +204,182 @@ STRINGS: dict[str, tuple[str, str]] = {
     "next.no_session": ("Start from a prompt first.", "请先从一个提示词开始。"),
     "next.error": ("{error}", "{error}"),
     # --- next_token strings (end) ---
+    # --- inside strings (start) ---
+    "inside.tab": ("Inside the model", "模型内部 Inside the model"),
+    "inside.intro": (
+        "Open the chat model (SmolLM2-135M-Instruct: 30 layers, 9 attention heads each) and watch it read a short "
+        "text. **Attention** is how a token gathers information from the tokens before it: each head gives every token "
+        "weights over the earlier tokens that add up to 1. Below: all 270 heads at a glance, one head in detail and "
+        "step by step with the model's real numbers, heads that do a recognisable job, and the **logit lens**: what "
+        "the model would predict if it stopped after each layer.",
+        "打开聊天模型（SmolLM2-135M-Instruct：30 层，每层 9 个注意力头），看它如何阅读一小段文本。**注意力**决定一个词元"
+        "从它前面的词元收集哪些信息：每个头为每个词元在前面的词元上分配权重，权重之和为 1。下面依次是：270 个头的总览，"
+        "一个头的详细视图和用模型真实数字的逐步演算，承担特定任务的头，以及 **logit lens**：如果模型在某一层之后就停下，"
+        "它会预测什么。",
+    ),
+    "inside.text": ("Text (the first 64 tokens are read)", "文本（读取前 64 个词元）"),
+    "inside.run": ("Look inside", "看看模型内部"),
+    "inside.take": ("Use the Next-token text", "使用文字接龙里的文本"),
+    "inside.status": (
+        "**{tokens} tokens** · {layers} layers × {heads} heads = {total} heads · one pass {seconds:.2f} s · "
+        "the model would continue with **{answer}** ({p:.0%})",
+        "**{tokens} 个词元** · {layers} 层 × {heads} 个头 = {total} 个头 · 一次前向计算 {seconds:.2f} 秒 · "
+        "模型接下来会写 **{answer}**（{p:.0%}）",
+    ),
+    "inside.cut": ("The text is {total} tokens long: only the first {shown} are read, the rest is cut.",
+                   "文本共 {total} 个词元：只读取前 {shown} 个，其余被截掉。"),
+    "inside.empty": ("Type a text first: the model needs at least one token to look at.",
+                     "请先输入文本：模型至少需要一个词元。"),
+    "inside.loading": ("The chat model is still loading; the inspection starts as soon as it is in.",
+                       "聊天模型仍在加载；加载完成后立即开始分析。"),
+    "inside.still_loading": ("The chat model is still loading; try again in a few seconds.",
+                             "聊天模型仍在加载，请过几秒再试。"),
+    "inside.busy": ("The chat model is busy answering chat messages (they come first); try again in a moment.",
+                    "聊天模型正在回答聊天消息（聊天优先），请稍后再试。"),
+    "inside.error": ("{error}", "出错了：{error}"),
+    "inside.no_inspection": ("Press “Look inside” first.", "请先点击“看看模型内部”。"),
+    "inside.attention_title": ("### Attention: which tokens each token looks at", "### 注意力：每个词元在看哪些词元"),
+    "inside.layer": ("Layer", "层"),
+    "inside.layer_info": ("0 is nearest the input, the last nearest the output", "0 层最靠近输入，最后一层最靠近输出"),
+    "inside.head": ("Head", "头"),
+    "inside.head_info": ("Heads 0–2, 3–5 and 6–8 each share one key/value head (grouped-query attention)",
+                         "头 0–2、3–5、6–8 各共用一个键/值头（分组查询注意力）"),
+    "inside.hide_sink": ("Hide token 0 (the attention sink) and renormalise", "隐藏第 0 个词元（注意力汇聚点）并重新归一化"),
+    "inside.sink_info": (
+        "Most heads park much of their attention on the first token when they have nothing useful to look at (an "
+        "“attention sink”); hiding it, and rescaling each row to add up to 1 again, shows where the rest goes.",
+        "大多数头在没有有用信息可看时，会把大量注意力停放在第一个词元上（“注意力汇聚点”）；隐藏它并把每行重新缩放到和为 1，"
+        "就能看清其余注意力去了哪里。",
+    ),
+    "inside.grid_hint": (
+        "All heads at a glance: one thumbnail per head, layers left to right, heads top to bottom. Each thumbnail is "
+        "that head's pattern (row = the token looking, column = the token looked at; darker = more attention). "
+        "**Click a thumbnail to open that head.**",
+        "所有头一览：每个缩略图是一个头，层从左到右，头从上到下。每个缩略图是该头的注意力模式（行 = 正在看的词元，"
+        "列 = 被看的词元；颜色越深注意力越多）。**点击缩略图打开那个头。**",
+    ),
+    "inside.grid_layer": ("layer →", "层 →"),
+    "inside.grid_head": ("head ↓", "头 ↓"),
+    "inside.grid_tip": ("Layer {layer} · head {head} · {sink}% on token 0", "第 {layer} 层 · 第 {head} 个头 · {sink}% 在第 0 个词元上"),
+    "inside.head_title": (
+        "**Layer {layer} · head {head}** · reads key/value head {kv} (shared by query heads {sharing}) · on average "
+        "{sink:.0%} of its attention goes to token 0{hidden}",
+        "**第 {layer} 层 · 第 {head} 个头** · 读取第 {kv} 个键/值头（查询头 {sharing} 共用）· 平均 {sink:.0%} 的注意力"
+        "落在第 0 个词元上{hidden}",
+    ),
+    "inside.sink_hidden": (" (hidden here, rows renormalised)", "（此处已隐藏，各行重新归一化）"),
+    "inside.lines": ("Each token (left) to the tokens it looks at (right); darker = more. Hover a token.",
+                     "左边每个词元连向它所看的词元（右边）；颜色越深注意力越多。把鼠标移到词元上试试。"),
+    "inside.heatmap": ("Row = the token looking, column = the token looked at. Hover a cell for its weight.",
+                       "行 = 正在看的词元，列 = 被看的词元。把鼠标移到格子上查看权重。"),
+    "inside.steps_title": ("One head, step by step", "逐步演算一个头"),
+    "steps.intro": (
+        "Layer {layer}, head {head} on the first {n} tokens, computed with the model's own weights. A token never "
+        "sees the tokens after it, so these are exactly the numbers of the full pass (the top-left corner of the "
+        "heatmap without hiding token 0). Each head works with vectors of d = {d} numbers.",
+        "第 {layer} 层第 {head} 个头在前 {n} 个词元上的计算，使用模型自己的权重。一个词元永远看不到它后面的词元，"
+        "所以这些数字和完整计算中的完全一样（即不隐藏第 0 个词元时热力图的左上角）。每个头使用 d = {d} 个数字的向量。",
+    ),
+    "steps.gqa": (
+        "Grouped-query attention: each layer has {heads} query heads but only {kv_heads} key/value heads. Query heads "
+        "{sharing} share key/value head {kv}: the same keys and values, each with its own queries. This makes the "
+        "model's memory of past tokens (the KV cache) {ratio}× smaller.",
+        "分组查询注意力：每层有 {heads} 个查询头，但只有 {kv_heads} 个键/值头。查询头 {sharing} 共用第 {kv} 个键/值头："
+        "键和值相同，查询各不相同。这让模型对过去词元的记忆（KV 缓存）缩小到 1/{ratio}。",
+    ),
+    "steps.one": (
+        "**① Queries, keys and values.** Each token's vector entering layer {layer} is normalised (RMSNorm) and "
+        "multiplied by W_Q of head {head} and by W_K and W_V of key/value head {kv}. Then q and k are rotated by an "
+        "angle that depends on the token's position (RoPE, rotary position embedding): that is how attention knows "
+        "word order. Colour strip: all {d} numbers (blue < 0 < red); the first four are written out.",
+        "**① 查询、键和值。** 进入第 {layer} 层的每个词元向量先做归一化（RMSNorm），再分别乘以第 {head} 个头的 W_Q 和"
+        "第 {kv} 个键/值头的 W_K、W_V。然后 q 和 k 按词元位置旋转一个角度（RoPE，旋转位置编码）：注意力就是这样知道词序的。"
+        "色条显示全部 {d} 个数（蓝 < 0 < 红），前四个数直接写出。",
+    ),
+    "steps.two": (
+        "**② Scores: every query with every key,** Q·Kᵀ / √d, with √{d} = {sqrt:g}. Row = the token looking, "
+        "column = the token looked at.",
+        "**② 打分：每个查询与每个键相乘，** Q·Kᵀ / √d，其中 √{d} = {sqrt:g}。行 = 正在看的词元，列 = 被看的词元。",
+    ),
+    "steps.worked": (
+        "For example row {i} (“{query}”), column {j} (“{looked}”): q·k = {dot:.3f}; {dot:.3f} / {sqrt:g} = {score:.3f}.",
+        "例如第 {i} 行（“{query}”）第 {j} 列（“{looked}”）：q·k = {dot:.3f}；{dot:.3f} / {sqrt:g} = {score:.3f}。",
+    ),
+    "steps.three": (
+        "**③ Causal mask.** A token may not look ahead: the scores above the diagonal become −∞.",
+        "**③ 因果掩码。** 词元不能往后看：对角线以上的分数变成 −∞。",
+    ),
+    "steps.four": (
+        "**④ Softmax along each row:** e^score / Σ e^score. Each row now adds up to 1: these are the attention "
+        "weights, token 0 included, as the model uses them.",
+        "**④ 每行做 softmax：** e^分数 / Σ e^分数。现在每行之和为 1：这就是注意力权重（包含第 0 个词元，和模型实际使用的一样）。",
+    ),
+    "steps.five": (
+        "**⑤ Weighted sum of the values:** each token's output is Σ weight × v, again {d} numbers. The {heads} heads' "
+        "outputs are put side by side ({width} numbers), mixed by W_O and added to the token's vector.",
+        "**⑤ 对值做加权求和：** 每个词元的输出是 Σ 权重 × v，仍是 {d} 个数。{heads} 个头的输出并排拼接（{width} 个数），"
+        "经 W_O 混合后加回该词元的向量。",
+    ),
+    "steps.all_numbers": ("All {d} numbers of q, k, v and the output", "q、k、v 和输出的全部 {d} 个数"),
+    "steps.token": ("token", "词元"),
+    "steps.q": ("q (RoPE applied)", "q（已做 RoPE）"),
+    "steps.k": ("k (RoPE applied)", "k（已做 RoPE）"),
+    "steps.v": ("v", "v"),
+    "steps.out": ("output", "输出"),
+    "inside.probes_title": ("### Heads that do a job", "### 承担特定任务的头"),
+    "inside.probes_intro": (
+        "Each button feeds the model a fixed test and scores every head by the attention it puts where a head doing "
+        "that job would (0 to 1), then ranks all of them. **Click a row to open that head on your text.**",
+        "每个按钮给模型一段固定的测试输入，按每个头把注意力放在“该任务应看的位置”上的多少打分（0 到 1），再给所有头排名。"
+        "**点击一行，在你的文本上打开那个头。**",
+    ),
+    "inside.probe_induction": ("Induction heads (repeated random tokens)", "归纳头（重复的随机词元）"),
+    "inside.probe_previous_token": ("Previous-token heads", "前一词元头"),
+    "inside.probe_pronoun": ("Pronoun → its noun", "代词 → 所指名词"),
+    "inside.explain_induction": (
+        "Test: {n} random tokens, then the same tokens again. At each token of the second copy, an **induction head** "
+        "looks at the token that came right after that token's first occurrence, so the model can predict it: this "
+        "is how models copy from their context (in-context learning). Score: the mean attention on that token.",
+        "测试：{n} 个随机词元，然后把它们再重复一遍。在第二遍的每个词元处，**归纳头**会看向该词元第一次出现时紧跟其后的"
+        "那个词元，于是模型就能预测它：这是模型从上下文中照抄的方式（上下文学习）。得分：落在那个词元上的平均注意力。",
+    ),
+    "inside.explain_previous_token": (
+        "Test: two ordinary English paragraphs. A **previous-token head** looks at the token just before. Induction "
+        "heads build on them: a previous-token head marks each token with the one before it. Score: the mean "
+        "attention on the previous token.",
+        "测试：两段普通英文。**前一词元头**看向紧挨在前面的那个词元。归纳头依赖它们：前一词元头先给每个词元标上它前面的词元。"
+        "得分：落在前一个词元上的平均注意力。",
+    ),
+    "inside.explain_pronoun": (
+        "Test: {n} sentences that end on a pronoun, such as “{example}”. A **pronoun head** looks from the pronoun "
+        "at the noun it stands for. Score: the mean attention on that noun's tokens.",
+        "测试：{n} 个以代词结尾的句子，例如“{example}”。**代词头**从代词看向它所指的名词。得分：落在该名词词元上的平均注意力。",
+    ),
+    "inside.probe_best": ("Best: **layer {layer} · head {head}** ({score:.2f}); {labelled} heads score {threshold} or more.",
+                          "最佳：**第 {layer} 层 · 第 {head} 个头**（{score:.2f}）；{labelled} 个头得分不低于 {threshold}。"),
+    "inside.col_rank": ("rank", "排名"),
+    "inside.col_layer": ("layer", "层"),
+    "inside.col_head": ("head", "头"),
+    "inside.col_score": ("score", "得分"),
+    "inside.col_job": ("label", "标签"),
+    "inside.job_induction": ("induction head", "归纳头"),
+    "inside.job_previous_token": ("previous-token head", "前一词元头"),
+    "inside.job_pronoun": ("pronoun head", "代词头"),
+    "inside.lens_title": ("### Logit lens: what each layer would predict", "### Logit lens：每一层会预测什么"),
+    "inside.lens_intro": (
+        "After each layer, the model's running vector at the last token (“{token}”) is read out as if it were the "
+        "last layer: final norm, output matrix, softmax. Early layers guess generic tokens; the answer forms with "
+        "depth. The last row is the model's real prediction.",
+        "在每一层之后，把最后一个词元（“{token}”）处模型的中间向量当作最后一层的输出来读：最终归一化、输出矩阵、softmax。"
+        "浅层只会猜一些常见词元；答案随深度逐渐成形。最后一行就是模型真实的预测。",
+    ),
+    "inside.lens_layer": ("layer", "层"),
+    "inside.lens_top": ("top guess", "第一猜测"),
+    "inside.lens_more": ("next guesses", "其他猜测"),
+    "inside.lens_answer": ("P(“{answer}”)", "P（“{answer}”）"),
+    "inside.lens_first": ("“{answer}” first becomes the top guess after layer {layer}.",
+                          "“{answer}”从第 {layer} 层之后开始成为第一猜测。"),
+    # --- inside strings (end) ---
     # --- mnist strings (start) ---
     "mnist.tab": ("MNIST", "手写数字 MNIST"),
     "mnist.intro": (

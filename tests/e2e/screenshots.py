@@ -1,7 +1,7 @@
 """README screenshots: the real app in Debian's Chromium, one per tab, after a short realistic interaction.
 
-`make screenshots` (or `python -m tests.e2e.screenshots [TAB ...] [--zh [--zh-tabs TAB ...]]`) writes assets/<tab>.png;
---zh also writes the Tokens tab (or --zh-tabs) in Chinese (assets/tokens_zh.png). Needs fonts-noto-cjk and
+`make screenshots` (or `python -m tests.e2e.screenshots [TAB ...] [--zh]`) writes assets/<tab>.png; --zh also writes the
+Tokens and Inside tabs asked for in Chinese (assets/tokens_zh.png, assets/inside_zh.png). Needs fonts-noto-cjk and
 fonts-noto-color-emoji for the Chinese and emoji.
 """
 from __future__ import annotations
@@ -42,6 +42,17 @@ def next_token(page):
     time.sleep(3)
 
 
+def inside(page):
+    page.locator("#inside-steps .steps").wait_for(timeout=120_000)
+    page.locator("#inside-text textarea").fill("The cat sat on the mat. The dog sat on the rug. The cat sat on the")
+    page.locator("#inside-run").click()
+    # the new text's "19 tokens" / "19 个词元" in the status
+    page.wait_for_function("() => /^19\\D/.test(document.querySelector('#inside-status strong')?.textContent)")
+    page.locator("#inside-probe-induction").click()
+    page.locator("#inside-probe-table .body-cell").first.wait_for(timeout=60_000)
+    time.sleep(2)
+
+
 def mnist(page):
     page.locator("#mnist-start").click()
     time.sleep(25)
@@ -76,15 +87,15 @@ def feedback(page):
     time.sleep(2)
 
 
-TABS = {"tokens": tokens, "chat": chat, "next_token": next_token, "mnist": mnist, "tinygpt": tinygpt,
-        "finetune": finetune, "feedback": feedback}
+TABS = {"tokens": tokens, "next_token": next_token, "inside": inside, "chat": chat, "tinygpt": tinygpt,
+        "finetune": finetune, "feedback": feedback, "mnist": mnist}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)})")
-    parser.add_argument("--zh", action="store_true", help="also shoot the Tokens tab in Chinese")
-    parser.add_argument("--zh-tabs", nargs="*", default=["tokens"], help="the tabs --zh shoots in Chinese")
+    parser.add_argument("--zh", action="store_true",
+                        help="also shoot the Tokens and Inside tabs (those asked for) in Chinese")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                             **app.launch_options())
     ASSETS.mkdir(exist_ok=True)
     shots = [(tab, "en-US", tab) for tab in args.tabs]
-    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in args.zh_tabs] if args.zh else []
+    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in ("tokens", "inside") if tab in args.tabs] if args.zh else []
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
