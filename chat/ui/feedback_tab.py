@@ -16,7 +16,7 @@ from chat import feedback, models, reward, tuning
 from chat.feedback import DPOSettings, Preference
 from chat.tuning import TUNED, TuningError
 from chat.ui.finetune_tab import error_text, follow, release, stop, watch
-from chat.ui.i18n import T, localized, tr
+from chat.ui.i18n import T, both, localized, tr
 
 FILES = Path(tempfile.mkdtemp(prefix="chatlab-feedback-"))  # exports, one per session
 DEFAULT = feedback.preset("concise")
@@ -48,7 +48,7 @@ def _fail(request: gr.Request | None, error: Exception):
 
 
 def pairs_frame(pairs: list[Preference]) -> list[list[str]]:
-    """The table's rows (a plain list keeps the table's translated headers)."""
+    """The table's rows (a plain list keeps the table's headers)."""
     return [[p.prompt, p.chosen, p.rejected] for p in pairs]
 
 
@@ -371,9 +371,9 @@ def build() -> None:
                               elem_id="feedback-preset", scale=2)
             load = gr.Button(T("feedback.load"), size="sm", scale=1, elem_id="feedback-load")
         about = gr.Markdown(T("feedback.about_concise"), elem_id="feedback-about")
-        table = gr.Dataframe(pairs_frame(DEFAULT.pairs), headers=[T("feedback.col_prompt"), T("feedback.col_chosen"),
-                                                                   T("feedback.col_rejected")], column_count=3,
-                             interactive=True, wrap=True,
+        table = gr.Dataframe(pairs_frame(DEFAULT.pairs), column_count=3, interactive=True, wrap=True,
+                             headers=[both("feedback.col_prompt"), both("feedback.col_chosen"),
+                                      both("feedback.col_rejected")],
                              label=T("feedback.table"), max_height=320, elem_id="feedback-table")
         with gr.Row():
             upload = gr.UploadButton(T("feedback.import"), file_types=[".jsonl", ".json", ".txt"], size="sm",

@@ -13,7 +13,7 @@ import pandas as pd
 from chat import finetune, models, tuning
 from chat.finetune import Demonstration, SFTSettings
 from chat.tuning import TuningError
-from chat.ui.i18n import STRINGS, T, localized, tr
+from chat.ui.i18n import STRINGS, T, both, localized, tr
 
 FILES = Path(tempfile.mkdtemp(prefix="chatlab-finetune-"))  # exports and adapters, one of each per session
 DEFAULT = finetune.preset("identity")
@@ -38,7 +38,7 @@ def _session(request: gr.Request | None) -> str | None:
 
 
 def pairs_frame(pairs: list[Demonstration]) -> list[list[str]]:
-    """The table's rows (a plain list keeps the table's translated headers; a DataFrame would bring its own)."""
+    """The table's rows (a plain list keeps the table's headers; a DataFrame would bring its own)."""
     return [[p.prompt, p.response] for p in pairs]
 
 
@@ -350,7 +350,7 @@ def build() -> None:
                 about = gr.Markdown(T("finetune.about_identity"), elem_id="finetune-about")
                 load = gr.Button(T("finetune.load"), size="sm", elem_id="finetune-load")
                 table = gr.Dataframe(pairs_frame(DEFAULT.pairs),
-                                     headers=[T("finetune.col_prompt"), T("finetune.col_response")],
+                                     headers=[both("finetune.col_prompt"), both("finetune.col_response")],
                                      column_count=2, interactive=True, wrap=True,
                                      label=T("finetune.table"), max_height=360, elem_id="finetune-table")
                 with gr.Row():

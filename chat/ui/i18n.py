@@ -1008,3 +1008,10 @@ def localized(render, *args):
         return render(*args, request)
 
     return value
+
+
+def both(key: str) -> str:
+    """A string in both languages, "Prompt · 提示", where Gradio shows text as is (a Dataframe's column headers do
+    not go through gr.I18n: they would show its metadata)."""
+    english, chinese = STRINGS[key]
+    return f"{english} · {chinese}"

@@ -36,6 +36,7 @@ def test_the_tab_collects_a_preference_fits_a_reward_model_and_runs_dpo(app_url,
     page.goto(app_url)
     page.get_by_role("tab", name="Human feedback").click()
     page.locator("#feedback-status-line[data-status=idle]").wait_for()
+    assert "__i18n__" not in page.locator("#feedback-table").inner_html()  # headers are text, not I18n metadata
     page.locator("#feedback-prompt textarea").fill("Give me a tip for a rainy day.")
     page.locator("#feedback-ask").click()
     page.wait_for_function("() => document.querySelector('#feedback-answer-b textarea').value.length > 0",

@@ -65,6 +65,7 @@ def test_the_tab_trains_live_stops_compares_and_the_chat_tab_uses_the_tuned_mode
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#finetune-status-line[data-status=idle]").wait_for()
     assert page.locator("#finetune-table").get_by_text("Who are you?").count() >= 1  # the identity preset is in
+    assert "__i18n__" not in page.locator("#finetune-table").inner_html()  # headers are text, not I18n metadata
     page.get_by_text("Training settings").click()
     _set_number(page, "finetune-steps", 40)
     page.locator("#finetune-start").click()
