@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     from chat import models
     from playwright.sync_api import sync_playwright
 
-    models.get_model()
+    loaded = models.get_model()
+    if loaded.fast is None:  # as `make run` does in the background: the Chat tab shows the fast decoder's speed
+        from chat import fastpath
+
+        loaded.fast = fastpath.prepare_decoder(loaded.model, loaded.device, print)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
