@@ -638,7 +638,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "this CPU, with **LoRA**: small low-rank updates of every layer train while the model's own weights stay "
         "frozen, so the Chat tab's model never changes. Then compare its answers before and after, including "
         "questions it was never taught, and look for side effects.",
-        "**ChatGPT 是怎样炼成的：预训练 → 监督微调（SFT）→ 人类反馈强化学习（RLHF）。**预训练（“迷你 GPT”页）得到一个会续写文本的模型。"
+        "**ChatGPT 是怎样炼成的：预训练 → 监督微调（SFT）→ 人类反馈强化学习（RLHF）**。预训练（“迷你 GPT”页）得到一个会续写文本的模型。"
         "**SFT** 给它看示范——一个提示和我们想要的回答——训练它写出这样的回答：文本预测器就是这样变成具有特定行为的助手的。"
         "在这里，你可以在这台 CPU 上用大约一分钟教真实的聊天模型（SmolLM2-135M-Instruct）一点新东西。方法是 **LoRA**："
         "只训练每一层上很小的低秩更新，模型自身的权重保持冻结，所以“聊天”页的模型永远不会被改变。"
@@ -782,7 +782,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "how a model learns to game a reward. Be the human in the loop, in three steps, on the real "
         "SmolLM2-135M-Instruct. (ChatGPT used PPO; ChatLab uses **DPO**, which learns from the same preference pairs "
         "without a separate RL loop and runs on a CPU in a minute or two.)",
-        "**最后一个阶段：基于人类反馈的强化学习（RLHF）。**微调之后，人们比较成对的回答并选出更好的一个；**奖励模型**学习预测人的选择；"
+        "**最后一个阶段：基于人类反馈的强化学习（RLHF）**。微调之后，人们比较成对的回答并选出更好的一个；**奖励模型**学习预测人的选择；"
         "再把聊天模型朝奖励模型喜欢的方向推动。正是这一步让 ChatGPT 显得“懂分寸”，也正是这一步会让模型学会钻奖励的空子。"
         "在真实的 SmolLM2-135M-Instruct 上，分三步亲自当一回“人类反馈”。（ChatGPT 当年用 PPO；ChatLab 用 **DPO**："
         "它直接从同样的偏好对学习，不需要单独的强化学习循环，在 CPU 上一两分钟就能跑完。）",
