@@ -55,13 +55,22 @@ def tinygpt(page):
     time.sleep(4)
 
 
+def chat_settings(page):
+    """The Chat tab's generation settings: the model card's defaults and what each knob does to the answers."""
+    page.get_by_text("Generation settings").or_(page.get_by_text("生成设置")).first.click()
+    page.locator("#chat-defaults-note").wait_for()
+    time.sleep(1.5)
+
+
 TABS = {"tokens": tokens, "chat": chat, "next_token": next_token, "mnist": mnist, "tinygpt": tinygpt}
+EXTRA = {"chat_settings": ("chat", chat_settings)}  # shots of a tab in another state: name -> (tab, action)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)})")
-    parser.add_argument("--zh", action="store_true", help="also shoot the Tokens tab in Chinese")
+    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)}; "
+                        f"also {list(EXTRA)})")
+    parser.add_argument("--zh", action="store_true", help="also shoot the Tokens tab (and any EXTRA shot) in Chinese")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                             **app.launch_options())
     ASSETS.mkdir(exist_ok=True)
     shots = [(tab, "en-US", tab) for tab in args.tabs] + ([("tokens", "zh-CN", "tokens_zh")] if args.zh else [])
+    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in args.tabs if tab in EXTRA and args.zh]
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -85,9 +95,10 @@ def main(argv: list[str] | None = None) -> None:
                 page = context.new_page()
                 page.set_default_timeout(60_000)
                 page.goto(url)
-                page.locator(f"button[data-tab-id={tab}]").click()
+                tab_id, action = EXTRA.get(tab, (tab, TABS.get(tab)))
+                page.locator(f"button[data-tab-id={tab_id}]").click()
                 time.sleep(2)
-                TABS[tab](page)
+                action(page)
                 page.screenshot(path=str(ASSETS / f"{name}.png"), full_page=True)
                 print(f"wrote assets/{name}.png")
                 context.close()
