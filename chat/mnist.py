@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import threading
@@ -585,9 +586,11 @@ def open_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():  # PIL warns from 89 M pixels; the check below refuses far earlier
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)  # reads the header only
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} is far too large an image (the most is {MAX_IMAGE_PIXELS:,} pixels, e.g. "
-                         "4096x4096).") from None
+    except Image.DecompressionBombError as error:  # beyond PIL's own limit (the app sets it to 2x ours)
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,}" if found else "far too many"
+        raise ImageError(f"The image is {size} pixels; the most is {MAX_IMAGE_PIXELS:,} pixels (e.g. 4096x4096). "
+                         "A digit needs far fewer: MNIST's are 28x28.") from None
     except (OSError, ValueError, SyntaxError):  # PIL's UnidentifiedImageError is an OSError
         raise ImageError(f"{name} is not an image ChatLab can read: send a PNG, JPEG, WebP, GIF or BMP.") from None
     width, height = image.size

@@ -54,9 +54,8 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
     if system is not None and not isinstance(system, str):
         raise ValueError(f"The system prompt must be text, got {type(system).__name__}.")
     turns = [{"role": "system", "content": system}] if system and system.strip() else []
-    for item in generation.check_history(history):
-        if not (isinstance(item, dict) and (item.get("metadata") or {}).get("title")):  # not a stats note
-            turns.append(item)
+    turns += generation.normalize_messages([item for item in generation.check_history(history) if not (
+        isinstance(item, dict) and (item.get("metadata") or {}).get("title"))])  # the stats notes left out
     if message is not None:
         turns.append({"role": "user", "content": message})
     return generation.normalize_messages(turns)
