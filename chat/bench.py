@@ -194,6 +194,119 @@ def bench_chat(args: argparse.Namespace) -> dict:
 BENCHMARKS["chat"] = bench_chat
 # --- chat benchmark (end) ---
 
+# --- quality benchmark (start) ---
+# Simple questions with known answers: a reply is right when it contains the answer (a regex, case-insensitive)
+QUALITY_QUESTIONS = [
+    ("What is the capital of France?", r"\bparis\b"),
+    ("What is 2+2? Answer with the number.", r"\b4\b|\bfour\b"),
+    ("What is the capital of Japan?", r"\btokyo\b"),
+    ("How many days are there in a week?", r"\b7\b|\bseven\b"),
+    ("What color is the sky on a clear day?", r"\bblue\b"),
+    ("What is the largest planet in our solar system?", r"\bjupiter\b"),
+    ("Who wrote 'Romeo and Juliet'?", r"\bshakespeare\b"),
+    ("What is the chemical formula of water?", r"\bh2o\b|\bh₂o\b"),
+    ("How many legs does a spider have?", r"\b8\b|\beight\b"),
+    ("At what temperature in degrees Celsius does water freeze?", r"\b0\b|\bzero\b"),
+    ("What is the capital of Italy?", r"\brome\b"),
+    ("What is 10 minus 3? Answer with the number.", r"\b7\b|\bseven\b"),
+    ("Which animal is called the king of the jungle?", r"\blions?\b"),
+    ("What language is spoken in Spain?", r"\bspanish\b"),
+    ("How many continents are there on Earth?", r"\b7\b|\bseven\b"),
+    ("Which gas do plants take in from the air for photosynthesis?", r"carbon dioxide|\bco2\b|\bco₂\b"),
+    ("What is the opposite of hot?", r"\bcold\b"),
+    ("What is the boiling point of water in degrees Celsius at sea level?", r"\b100\b"),
+]
+QUALITY_SEEDS = (0, 1, 2)
+QUALITY_NEW_TOKENS = 64
+OLD_CHAT_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}  # the tab's before issue 15
+
+# llama.cpp's side: its own chat defaults (create_chat_completion with no sampling arguments: temperature 0.2, top-p
+# 0.95, top-k 40, min-p 0.05, no repeat penalty), the GGUF's own chat template, a seed per reply. Reads {"gguf",
+# "questions", "seeds", "new_tokens"} on stdin, prints one JSON list of replies (questions x seeds, in order).
+_LLAMA_CHAT_SCRIPT = r"""
+import json, sys
+from llama_cpp import Llama
+job = json.load(sys.stdin)
+llm = Llama(model_path=job["gguf"], n_ctx=2048, n_threads=2, verbose=False)
+replies = []
+for question in job["questions"]:
+    for seed in job["seeds"]:
+        out = llm.create_chat_completion([{"role": "user", "content": question}], seed=seed,
+                                         max_tokens=job["new_tokens"])
+        replies.append(out["choices"][0]["message"]["content"] or "")
+print(json.dumps(replies))
+"""
+
+
+def _hit_rate(replies: list[str]) -> float:
+    import re
+
+    patterns = [pattern for _, pattern in QUALITY_QUESTIONS for _ in QUALITY_SEEDS]
+    return sum(bool(re.search(p, r.lower())) for p, r in zip(patterns, replies)) / len(patterns)
+
+
+def _chatlab_replies(loaded, defaults) -> list[str]:
+    import dataclasses
+
+    from chat import generation
+
+    replies = []
+    for question, _ in QUALITY_QUESTIONS:
+        for seed in QUALITY_SEEDS:
+            params = dataclasses.replace(defaults, seed=seed, max_new_tokens=QUALITY_NEW_TOKENS)
+            replies.append(generation.chat_reply([{"role": "user", "content": question}], params, loaded)[0])
+    return replies
+
+
+def _llama_cpp_replies() -> list[str] | None:
+    import os
+    import subprocess
+
+    from chat.data import package_file
+    from chat.models import DEFAULT_MODEL, REGISTRY
+
+    python = os.environ.get("CHATLAB_LLAMA_PYTHON")
+    if not python:
+        return None
+    job = {"gguf": str(package_file(*REGISTRY[DEFAULT_MODEL].gguf)), "questions": [q for q, _ in QUALITY_QUESTIONS],
+           "seeds": list(QUALITY_SEEDS), "new_tokens": QUALITY_NEW_TOKENS}
+    out = subprocess.run([python, "-c", _LLAMA_CHAT_SCRIPT], input=json.dumps(job), capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        print(f"llama.cpp run failed: {out.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_quality(args: argparse.Namespace) -> dict:
+    """Answer quality of the Chat tab's defaults: 18 simple questions with known answers, 3 seeds each, 64 new
+    tokens; the hit rate (share of replies containing the answer) with ChatLab's defaults, with the tab's old
+    defaults, and with llama.cpp's own chat defaults on the same GGUF ($CHATLAB_LLAMA_PYTHON: a Python with
+    llama-cpp-python). ratio = ChatLab's / llama.cpp's."""
+    from chat import generation, models
+
+    loaded = models.get_model(progress=lambda s: None)
+    defaults = models.chat_defaults()
+    ours = _chatlab_replies(loaded, defaults)
+    old = _chatlab_replies(loaded, generation.GenerationParams(**OLD_CHAT_DEFAULTS))
+    theirs = _llama_cpp_replies()
+    figures = {
+        "questions": len(QUALITY_QUESTIONS), "seeds": len(QUALITY_SEEDS), "new_tokens": QUALITY_NEW_TOKENS,
+        "chatlab_defaults": {k: getattr(defaults, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")},
+        "chatlab_hit_rate": round(_hit_rate(ours), 3),
+        "chatlab_old_defaults_hit_rate": round(_hit_rate(old), 3),
+        "llama_cpp_hit_rate": round(_hit_rate(theirs), 3) if theirs else None,
+        "ratio": round(_hit_rate(ours) / _hit_rate(theirs), 3) if theirs and _hit_rate(theirs) else None,
+        "fast_path": loaded.fast.kind if loaded.fast else "off",
+    }
+    if getattr(args, "verbose", False):
+        figures["replies"] = {"chatlab": ours, "chatlab_old": old, "llama_cpp": theirs}
+    return figures
+
+
+BENCHMARKS["quality"] = bench_quality
+# --- quality benchmark (end) ---
+
 # --- mnist benchmark (start) ---
 def bench_mnist(args: argparse.Namespace) -> dict:
     """One epoch of seed 000's recipe (same model init, data, batch 64) with a plain PyTorch loop and with the MNIST
@@ -321,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chat.bench", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--verbose", action="store_true", help="quality: also print every reply")
     args = parser.parse_args(argv)
     figures = BENCHMARKS[args.what](args)
     if args.json:
