@@ -307,6 +307,132 @@ def bench_quality(args: argparse.Namespace) -> dict:
 BENCHMARKS["quality"] = bench_quality
 # --- quality benchmark (end) ---
 
+# --- hardening benchmark (start) ---
+def _rss_mb(pid: int | None = None) -> float:
+    import os
+
+    with open(f"/proc/{pid or os.getpid()}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tuple[bool, dict]:
+    """One event through Gradio's raw queue, as the browser sends it (private events included)."""
+    import uuid
+
+    import httpx
+
+    dependencies = httpx.get(f"{url}/config").json()["dependencies"]
+    index = next(d["id"] for d in dependencies if d.get("api_name") == api_name)
+    session = uuid.uuid4().hex[:12]
+    joined = httpx.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": index,
+                                                               "session_hash": session})
+    joined.raise_for_status()
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return bool(message.get("success")), message.get("output") or {}
+    return False, {"error": "the stream ended without a result"}
+
+
+def bench_hardening(args: argparse.Namespace) -> dict:
+    """The limits issue 15 set, measured on the real app launched in this process: the time to trim a 2,000-turn
+    history; RSS after 3 next-token sessions of 6,000 tokens (over the idle app, model loaded); counting 10 MB with
+    the chat model's tokenizer (time, peak RSS growth); 8 users at once through /chat (each one's time to first
+    token and whole reply, errors, the most generating at once)."""
+    import resource
+    import socket
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    import app as chatlab
+    from chat import budget, generation, models, tokens
+
+    loaded = models.get_model(progress=lambda s: None)
+    _ = loaded.model  # the transformers model, not just the fast decoder (next-token sessions use it)
+    history = [{"role": "system", "content": "You are a pirate."}]
+    for i in range(1000):
+        history += [{"role": "user", "content": f"Question {i}: what is {i} plus {i}? Explain it in detail."},
+                    {"role": "assistant", "content": f"It is {2 * i}, matey. " * 4}]
+    history.append({"role": "user", "content": "And the last one?"})
+    generation.build_prompt(loaded, history[:50] + history[-1:], 256)  # warm-up
+    trims = []
+    for _ in range(5):
+        start = time.perf_counter()
+        prompt = generation.build_prompt(loaded, history, 256)
+        trims.append(time.perf_counter() - start)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = chatlab.build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **chatlab.launch_options())
+    url = url.rstrip("/")
+    try:
+        client = Client(url, verbose=False)
+        client.predict("warm up", "gpt-4o", api_name="/count_tokens")
+        idle = _rss_mb()
+        sentence = "The history of the city is long and varied, and its people remember it. "
+        text = sentence * (6000 // len(loaded.tokenizer(sentence)["input_ids"]))
+        for i in range(3):  # three clients' next-token games of ~6,000 tokens, through the tab's own (private) event
+            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, 1.0, 0, 1.0])
+            if not ok:
+                raise RuntimeError(f"next-token start failed: {output}")
+        sessions_rss = _rss_mb()
+        session_tokens = len(loaded.tokenizer(f"0 {text}")["input_ids"])
+
+        budget.reset_peaks()
+        question = "Explain in a few sentences why the sky is blue."
+
+        def user(i: int) -> dict:
+            c = Client(url, verbose=False)
+            start = time.perf_counter()
+            first = None
+            job = c.submit(question, [], "", 0.2, 0.9, 50, 96, 1.0, i, api_name="/chat")
+            for _ in job:
+                first = first or time.perf_counter() - start
+            answer = job.outputs()[-1] if job.outputs() else ""
+            return {"ttft_s": round(first or 0.0, 2), "duration_s": round(time.perf_counter() - start, 2),
+                    "ok": bool(answer)}
+
+        with ThreadPoolExecutor(8) as pool:
+            users = list(pool.map(user, range(8)))
+        chat_peak = budget.snapshot()["chat"]["peak"]
+    finally:
+        demo.close()
+
+    big = _mixed_text(10_000_000)
+    name = models.REGISTRY[models.DEFAULT_MODEL].title
+    tokens.count_tokens("warm up", name)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    count = tokens.count_tokens(big, name)
+    count_s = time.perf_counter() - start
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before
+    durations = [u["duration_s"] for u in users]
+    return {
+        "trim_2000_turns_s": round(min(trims), 3), "trim_goal_s": 0.5, "trim_dropped": prompt.dropped,
+        "idle_app_rss_mb": round(idle), "next_token_session_tokens": session_tokens,
+        "rss_after_3_sessions_mb": round(sessions_rss), "rss_growth_3_sessions_mb": round(sessions_rss - idle),
+        "rss_growth_goal_mb": 300, "kv_cache_budget_mb": generation.SESSION_CACHES.max_bytes >> 20,
+        "count_10mb_chat_tokenizer_s": round(count_s, 2), "count_10mb_tokens": count,
+        "count_10mb_peak_rss_growth_mb": round(max(0.0, peak_growth)),
+        "load_users": 8, "load_errors": sum(not u["ok"] for u in users), "load_chat_peak": chat_peak,
+        "load_chat_limit": budget.limit("chat"), "load_ttft_s": [u["ttft_s"] for u in users],
+        "load_duration_s": durations, "load_duration_median_s": round(statistics.median(durations), 2),
+        "load_duration_max_s": max(durations),
+    }
+
+
+BENCHMARKS["hardening"] = bench_hardening
+# --- hardening benchmark (end) ---
+
 # --- mnist benchmark (start) ---
 def bench_mnist(args: argparse.Namespace) -> dict:
     """One epoch of seed 000's recipe (same model init, data, batch 64) with a plain PyTorch loop and with the MNIST
