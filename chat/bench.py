@@ -206,7 +206,7 @@ QUALITY_QUESTIONS = [
     ("Who wrote 'Romeo and Juliet'?", r"\bshakespeare\b"),
     ("What is the chemical formula of water?", r"\bh2o\b|\bh₂o\b"),
     ("How many legs does a spider have?", r"\b8\b|\beight\b"),
-    ("At what temperature in degrees Celsius does water freeze?", r"\b0\b|\bzero\b"),
+    ("At what temperature in degrees Celsius does water freeze?", r"(?<![\w.\-])0(?![.,]?\d)|\bzero\b"),  # not -18.0
     ("What is the capital of Italy?", r"\brome\b"),
     ("What is 10 minus 3? Answer with the number.", r"\b7\b|\bseven\b"),
     ("Which animal is called the king of the jungle?", r"\blions?\b"),
