@@ -30,7 +30,7 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -ra -m "not slow"
 
-# make bench WHAT=tokens|chat|mnist|tinygpt
+# make bench WHAT=tokens|chat|mnist|tinygpt|finetune|feedback
 bench: $(VENV)/.installed
 	$(BIN)/python -m chat.bench $(WHAT)
 

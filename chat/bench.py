@@ -194,6 +194,245 @@ def bench_chat(args: argparse.Namespace) -> dict:
 BENCHMARKS["chat"] = bench_chat
 # --- chat benchmark (end) ---
 
+# --- quality benchmark (start) ---
+# Simple questions with known answers: a reply is right when it contains the answer (a regex, case-insensitive)
+QUALITY_QUESTIONS = [
+    ("What is the capital of France?", r"\bparis\b"),
+    ("What is 2+2? Answer with the number.", r"\b4\b|\bfour\b"),
+    ("What is the capital of Japan?", r"\btokyo\b"),
+    ("How many days are there in a week?", r"\b7\b|\bseven\b"),
+    ("What color is the sky on a clear day?", r"\bblue\b"),
+    ("What is the largest planet in our solar system?", r"\bjupiter\b"),
+    ("Who wrote 'Romeo and Juliet'?", r"\bshakespeare\b"),
+    ("What is the chemical formula of water?", r"\bh2o\b|\bh₂o\b"),
+    ("How many legs does a spider have?", r"\b8\b|\beight\b"),
+    ("At what temperature in degrees Celsius does water freeze?", r"(?<![\w.\-])0(?![.,]?\d)|\bzero\b"),  # not -18.0
+    ("What is the capital of Italy?", r"\brome\b"),
+    ("What is 10 minus 3? Answer with the number.", r"\b7\b|\bseven\b"),
+    ("Which animal is called the king of the jungle?", r"\blions?\b"),
+    ("What language is spoken in Spain?", r"\bspanish\b"),
+    ("How many continents are there on Earth?", r"\b7\b|\bseven\b"),
+    ("Which gas do plants take in from the air for photosynthesis?", r"carbon dioxide|\bco2\b|\bco₂\b"),
+    ("What is the opposite of hot?", r"\bcold\b"),
+    ("What is the boiling point of water in degrees Celsius at sea level?", r"\b100\b"),
+]
+QUALITY_SEEDS = (0, 1, 2)
+QUALITY_NEW_TOKENS = 64
+OLD_CHAT_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}  # the tab's before issue 15
+
+# llama.cpp's side: its own chat defaults (create_chat_completion with no sampling arguments: temperature 0.2, top-p
+# 0.95, top-k 40, min-p 0.05, no repeat penalty), the GGUF's own chat template, a seed per reply. Reads {"gguf",
+# "questions", "seeds", "new_tokens"} on stdin, prints one JSON list of replies (questions x seeds, in order).
+_LLAMA_CHAT_SCRIPT = r"""
+import json, sys
+from llama_cpp import Llama
+job = json.load(sys.stdin)
+llm = Llama(model_path=job["gguf"], n_ctx=2048, n_threads=2, verbose=False)
+replies = []
+for question in job["questions"]:
+    for seed in job["seeds"]:
+        out = llm.create_chat_completion([{"role": "user", "content": question}], seed=seed,
+                                         max_tokens=job["new_tokens"])
+        replies.append(out["choices"][0]["message"]["content"] or "")
+print(json.dumps(replies))
+"""
+
+
+def _hit_rate(replies: list[str]) -> float:
+    import re
+
+    patterns = [pattern for _, pattern in QUALITY_QUESTIONS for _ in QUALITY_SEEDS]
+    return sum(bool(re.search(p, r.lower())) for p, r in zip(patterns, replies)) / len(patterns)
+
+
+def _chatlab_replies(loaded, defaults) -> list[str]:
+    import dataclasses
+
+    from chat import generation
+
+    replies = []
+    for question, _ in QUALITY_QUESTIONS:
+        for seed in QUALITY_SEEDS:
+            params = dataclasses.replace(defaults, seed=seed, max_new_tokens=QUALITY_NEW_TOKENS)
+            replies.append(generation.chat_reply([{"role": "user", "content": question}], params, loaded)[0])
+    return replies
+
+
+def _llama_cpp_replies() -> list[str] | None:
+    import os
+    import subprocess
+
+    from chat.data import package_file
+    from chat.models import DEFAULT_MODEL, REGISTRY
+
+    python = os.environ.get("CHATLAB_LLAMA_PYTHON")
+    if not python:
+        return None
+    job = {"gguf": str(package_file(*REGISTRY[DEFAULT_MODEL].gguf)), "questions": [q for q, _ in QUALITY_QUESTIONS],
+           "seeds": list(QUALITY_SEEDS), "new_tokens": QUALITY_NEW_TOKENS}
+    out = subprocess.run([python, "-c", _LLAMA_CHAT_SCRIPT], input=json.dumps(job), capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        print(f"llama.cpp run failed: {out.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_quality(args: argparse.Namespace) -> dict:
+    """Answer quality of the Chat tab's defaults: 18 simple questions with known answers, 3 seeds each, 64 new
+    tokens; the hit rate (share of replies containing the answer) with ChatLab's defaults, with the tab's old
+    defaults, and with llama.cpp's own chat defaults on the same GGUF ($CHATLAB_LLAMA_PYTHON: a Python with
+    llama-cpp-python). ratio = ChatLab's / llama.cpp's."""
+    from chat import generation, models
+
+    loaded = models.get_model(progress=lambda s: None)
+    defaults = models.chat_defaults()
+    ours = _chatlab_replies(loaded, defaults)
+    old = _chatlab_replies(loaded, generation.GenerationParams(**OLD_CHAT_DEFAULTS))
+    theirs = _llama_cpp_replies()
+    figures = {
+        "questions": len(QUALITY_QUESTIONS), "seeds": len(QUALITY_SEEDS), "new_tokens": QUALITY_NEW_TOKENS,
+        "chatlab_defaults": {k: getattr(defaults, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")},
+        "chatlab_hit_rate": round(_hit_rate(ours), 3),
+        "chatlab_old_defaults_hit_rate": round(_hit_rate(old), 3),
+        "llama_cpp_hit_rate": round(_hit_rate(theirs), 3) if theirs else None,
+        "ratio": round(_hit_rate(ours) / _hit_rate(theirs), 3) if theirs and _hit_rate(theirs) else None,
+        "fast_path": loaded.fast.kind if loaded.fast else "off",
+    }
+    if getattr(args, "verbose", False):
+        figures["replies"] = {"chatlab": ours, "chatlab_old": old, "llama_cpp": theirs}
+    return figures
+
+
+BENCHMARKS["quality"] = bench_quality
+# --- quality benchmark (end) ---
+
+# --- hardening benchmark (start) ---
+def _rss_mb(pid: int | None = None) -> float:
+    import os
+
+    with open(f"/proc/{pid or os.getpid()}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tuple[bool, dict]:
+    """One event through Gradio's raw queue, as the browser sends it (private events included)."""
+    import uuid
+
+    import httpx
+
+    dependencies = httpx.get(f"{url}/config").json()["dependencies"]
+    index = next(d["id"] for d in dependencies if d.get("api_name") == api_name)
+    session = uuid.uuid4().hex[:12]
+    joined = httpx.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": index,
+                                                               "session_hash": session})
+    joined.raise_for_status()
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return bool(message.get("success")), message.get("output") or {}
+    return False, {"error": "the stream ended without a result"}
+
+
+def bench_hardening(args: argparse.Namespace) -> dict:
+    """The limits issue 15 set, measured on the real app launched in this process: the time to trim a 2,000-turn
+    history; RSS after 3 next-token sessions of 6,000 tokens (over the idle app, model loaded); counting 10 MB with
+    the chat model's tokenizer (time, peak RSS growth); 8 users at once through /chat (each one's time to first
+    token and whole reply, errors, the most generating at once)."""
+    import resource
+    import socket
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    import app as chatlab
+    from chat import budget, generation, models, tokens
+
+    loaded = models.get_model(progress=lambda s: None)
+    _ = loaded.model  # the transformers model, not just the fast decoder (next-token sessions use it)
+    history = [{"role": "system", "content": "You are a pirate."}]
+    for i in range(1000):
+        history += [{"role": "user", "content": f"Question {i}: what is {i} plus {i}? Explain it in detail."},
+                    {"role": "assistant", "content": f"It is {2 * i}, matey. " * 4}]
+    history.append({"role": "user", "content": "And the last one?"})
+    generation.build_prompt(loaded, history[:50] + history[-1:], 256)  # warm-up
+    trims = []
+    for _ in range(5):
+        start = time.perf_counter()
+        prompt = generation.build_prompt(loaded, history, 256)
+        trims.append(time.perf_counter() - start)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = chatlab.build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **chatlab.launch_options())
+    url = url.rstrip("/")
+    try:
+        client = Client(url, verbose=False)
+        client.predict("warm up", "gpt-4o", api_name="/count_tokens")
+        idle = _rss_mb()
+        sentence = "The history of the city is long and varied, and its people remember it. "
+        text = sentence * (6000 // len(loaded.tokenizer(sentence)["input_ids"]))
+        for i in range(3):  # three clients' next-token games of ~6,000 tokens, through the tab's own (private) event
+            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, 1.0, 0, 1.0])
+            if not ok:
+                raise RuntimeError(f"next-token start failed: {output}")
+        sessions_rss = _rss_mb()
+        session_tokens = len(loaded.tokenizer(f"0 {text}")["input_ids"])
+
+        budget.reset_peaks()
+        question = "Explain in a few sentences why the sky is blue."
+
+        def user(i: int) -> dict:
+            c = Client(url, verbose=False)
+            start = time.perf_counter()
+            first = None
+            job = c.submit(question, [], "", 0.2, 0.9, 50, 96, 1.0, i, api_name="/chat")
+            for _ in job:
+                first = first or time.perf_counter() - start
+            answer = job.outputs()[-1] if job.outputs() else ""
+            return {"ttft_s": round(first or 0.0, 2), "duration_s": round(time.perf_counter() - start, 2),
+                    "ok": bool(answer)}
+
+        with ThreadPoolExecutor(8) as pool:
+            users = list(pool.map(user, range(8)))
+        chat_peak = budget.snapshot()["chat"]["peak"]
+    finally:
+        demo.close()
+
+    big = _mixed_text(10_000_000)
+    name = models.REGISTRY[models.DEFAULT_MODEL].title
+    tokens.count_tokens("warm up", name)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    count = tokens.count_tokens(big, name)
+    count_s = time.perf_counter() - start
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before
+    durations = [u["duration_s"] for u in users]
+    return {
+        "trim_2000_turns_s": round(min(trims), 3), "trim_goal_s": 0.5, "trim_dropped": prompt.dropped,
+        "idle_app_rss_mb": round(idle), "next_token_session_tokens": session_tokens,
+        "rss_after_3_sessions_mb": round(sessions_rss), "rss_growth_3_sessions_mb": round(sessions_rss - idle),
+        "rss_growth_goal_mb": 300, "kv_cache_budget_mb": generation.SESSION_CACHES.max_bytes >> 20,
+        "count_10mb_chat_tokenizer_s": round(count_s, 2), "count_10mb_tokens": count,
+        "count_10mb_peak_rss_growth_mb": round(max(0.0, peak_growth)),
+        "load_users": 8, "load_errors": sum(not u["ok"] for u in users), "load_chat_peak": chat_peak,
+        "load_chat_limit": budget.limit("chat"), "load_ttft_s": [u["ttft_s"] for u in users],
+        "load_duration_s": durations, "load_duration_median_s": round(statistics.median(durations), 2),
+        "load_duration_max_s": max(durations),
+    }
+
+
+BENCHMARKS["hardening"] = bench_hardening
+# --- hardening benchmark (end) ---
+
 # --- serve benchmark (start) ---
 SERVE_USERS = (1, 2, 4, 8)
 SERVE_QUESTIONS = [  # one per user: different prompts, each asking for a long answer
@@ -550,11 +789,457 @@ def bench_tinygpt(args: argparse.Namespace) -> dict:
 BENCHMARKS["tinygpt"] = bench_tinygpt
 # --- tinygpt benchmark (end) ---
 
+# --- finetune benchmark (start) ---
+class _PeakRSS:
+    """The process's resident memory, sampled every 0.1 s while in the `with` block: its peak, in GB."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        import os
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.1):
+            with open("/proc/self/statm") as statm:
+                self.peak = max(self.peak, int(statm.read().split()[1]) * page / 1e9)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _watch_live(run, render) -> int:
+    """What the tab does while a run trains: render every update (0.5 s) until the thread ends; the update count."""
+    updates = 0
+    while run.thread.is_alive():
+        render(run, None)
+        updates += 1
+        run.wait(0.5)
+    return updates
+
+
+def _plain_trl_seconds(trainer_class, config_class, rows: list[dict], base, settings, args: dict) -> float:
+    """TRL as its docs show it: the trainer gets a copy of the model and a peft_config, no callbacks; train() wall."""
+    import contextlib
+    import copy
+    import io
+    import time
+
+    from datasets import Dataset
+
+    from chat import finetune, tuning
+
+    trainer = trainer_class(model=copy.deepcopy(base.model), args=config_class(**tuning.cpu_training_args(**args)),
+                            train_dataset=Dataset.from_list(rows), processing_class=copy.deepcopy(base.tokenizer),
+                            peft_config=tuning.lora_config(base.model, finetune.lora_settings(settings)))
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # TRL's log lines would land in the --json output
+        trainer.train()
+    return time.perf_counter() - start
+
+
+def _against_plain_trl(ours: list[float], plain: list[float], peak_rss: float, updates: int) -> dict:
+    """Steps/s with the tab's live view against plain TRL: best of each (noise only slows a run down)."""
+    return {"ui_updates": updates, "peak_rss_gb": round(peak_rss, 2), "chatlab_steps_per_s": round(max(ours), 3),
+            "plain_trl_steps_per_s": round(max(plain), 3), "ratio": round(max(ours) / max(plain), 3),
+            "rounds": {"chatlab": [round(x, 3) for x in ours], "plain_trl": [round(x, 3) for x in plain]}}
+
+
+def bench_finetune(args: argparse.Namespace) -> dict:
+    """The identity preset (name "Nova") with the Fine-tune tab's live view: training seconds, held-out paraphrases
+    answered with the new name, control questions kept, peak RSS; then its steps/s against a plain TRL SFTTrainer
+    run (same data, LoRA and settings, no callbacks), alternated, 2 rounds each, best of each."""
+    from trl import SFTConfig, SFTTrainer
+
+    from chat import finetune, models
+    from chat.ui import finetune_tab
+
+    base = models.get_model(progress=lambda s: None)
+    preset = finetune.preset("identity", "Nova")
+    s = preset.settings
+    with _PeakRSS() as rss:
+        run = finetune.start_run(preset.pairs, "", s, base, preset_key="identity", name="Nova",
+                                 questions=finetune.preset_questions(preset), expect=preset.expect)
+        updates = _watch_live(run, finetune_tab.render)
+    held = [r for r in run.comparisons if r["kind"] == "held_out"]
+    controls = [r for r in run.comparisons if r["kind"] == "control"]
+    ours, plain = [run.steps_per_second], []
+    rows = finetune.sft_rows(preset.pairs)
+    trl_args = dict(learning_rate=s.learning_rate, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
+                    seed=s.seed, data_seed=s.seed, max_length=512, completion_only_loss=True)
+    for round_ in range(2):  # alternated, so a change in the machine's load hits both alike
+        plain.append(s.max_steps / _plain_trl_seconds(SFTTrainer, SFTConfig, rows, base, s, trl_args))
+        if round_ == 0:
+            again = finetune.start_run(preset.pairs, "", s, base)
+            _watch_live(again, finetune_tab.render)
+            ours.append(again.steps_per_second)
+    return {
+        "train_seconds": round(run.elapsed, 1),
+        "steps": run.step,
+        "status": run.status,
+        "loss_start": round(run.first("loss"), 3),
+        "loss_end": round(run.last("loss"), 3),
+        "held_out_with_new_name": f"{sum(bool(r['after_ok']) for r in held)}/{len(held)}",
+        "held_out_with_new_name_before": f"{sum(bool(r['before_ok']) for r in held)}/{len(held)}",
+        "controls_right_before": f"{sum(bool(r['before_ok']) for r in controls)}/{len(controls)}",
+        "controls_right_after": f"{sum(bool(r['after_ok']) for r in controls)}/{len(controls)}",
+        "answers": [{k: r[k] for k in ("kind", "question", "before", "after")} for r in run.comparisons],
+    } | _against_plain_trl(ours, plain, rss.peak, updates)
+
+
+BENCHMARKS["finetune"] = bench_finetune
+# --- finetune benchmark (end) ---
+
+# --- feedback benchmark (start) ---
+def bench_feedback(args: argparse.Namespace) -> dict:
+    """The "concise" preset end to end: the reward model's accuracy on held-out pairs, DPO with the Human feedback
+    tab's live view (seconds, held-out answers' mean length and correctness before/after, reward scores), peak RSS;
+    then DPO's steps/s against a plain TRL DPOTrainer run (same data, LoRA, settings), alternated, best of each."""
+    import statistics
+    import time
+
+    from trl import DPOConfig, DPOTrainer
+
+    from chat import feedback, models, reward
+    from chat.ui import feedback_tab
+
+    base = models.get_model(progress=lambda s: None)
+    preset = feedback.preset("concise")
+    s = preset.settings
+    with _PeakRSS() as rss:
+        start = time.perf_counter()
+        rm = feedback.train_reward_model(preset.pairs, "", base)
+        rm_seconds = time.perf_counter() - start
+        rm_accuracy = reward.accuracy(rm, base.model, base.tokenizer, feedback.triples(preset.held_out_pairs))
+        run = feedback.start_run(preset.pairs, "", s, base, preset_key="concise", reward_model=rm,
+                                 questions=preset.held_out)
+        updates = _watch_live(run, feedback_tab.render)
+    rows = run.comparisons
+    mean = statistics.mean
+    before, after = mean(r["before_chars"] for r in rows), mean(r["after_chars"] for r in rows)
+    ours, plain = [run.steps_per_second], []
+    trl_args = dict(learning_rate=s.learning_rate, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
+                    seed=s.seed, data_seed=s.seed, beta=s.beta, max_length=512, precompute_ref_log_probs=True,
+                    precompute_ref_batch_size=8)
+    for round_ in range(2):
+        plain.append(s.max_steps / _plain_trl_seconds(DPOTrainer, DPOConfig, feedback.dpo_rows(preset.pairs), base,
+                                                       s, trl_args))
+        if round_ == 0:
+            again = feedback.start_run(preset.pairs, "", s, base)
+            _watch_live(again, feedback_tab.render)
+            ours.append(again.steps_per_second)
+    return {
+        "reward_model_accuracy": round(rm_accuracy, 3),
+        "reward_model_seconds": round(rm_seconds, 2),
+        "held_out_pairs": len(preset.held_out_pairs),
+        "dpo_seconds": round(run.elapsed, 1),
+        "dpo_steps": run.step,
+        "status": run.status,
+        "margin_end": round(run.last("rewards/margins"), 3),
+        "kl_end": round(run.last("kl"), 4),
+        "mean_chars_before": round(before, 1),
+        "mean_chars_after": round(after, 1),
+        "length_cut": round(1 - after / before, 3),
+        "right_before": f"{sum(bool(r.get('before_ok')) for r in rows)}/{len(rows)}",
+        "right_after": f"{sum(bool(r.get('after_ok')) for r in rows)}/{len(rows)}",
+        "mean_reward_before": round(mean(r["before_reward"] for r in rows), 3),
+        "mean_reward_after": round(mean(r["after_reward"] for r in rows), 3),
+        "answers": [{k: r[k] for k in ("question", "before", "after")} for r in rows],
+    } | _against_plain_trl(ours, plain, rss.peak, updates)
+
+
+def _reward_trainer_accuracy(base, train, held_out) -> tuple[float, float]:
+    """TRL's RewardTrainer (a LoRA sequence-classification copy of the chat model, 3 epochs): (seconds, held-out
+    accuracy). The alternative to chat.reward's linear head, measured, not shipped."""
+    import copy
+    import time
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from chat import feedback, tuning
+
+    start = time.perf_counter()
+    model = AutoModelForSequenceClassification.from_pretrained(base.model.config._name_or_path, num_labels=1,
+                                                               dtype=torch.float32)
+    tokenizer = copy.deepcopy(base.tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    steps = 3 * len(train) // 4
+    trainer = RewardTrainer(model=model, args=RewardConfig(**tuning.cpu_training_args(
+        learning_rate=1e-4, max_steps=steps, per_device_train_batch_size=4, max_length=512)),
+        train_dataset=Dataset.from_list(feedback.dpo_rows(train)), processing_class=tokenizer,
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="SEQ_CLS"))
+    trainer.train()
+    seconds = time.perf_counter() - start
+    scorer = trainer.model.eval()
+
+    def score(prompt: str, answer: str) -> float:
+        text = tokenizer.apply_chat_template(feedback.conversation(prompt) + [{"role": "assistant",
+                                                                               "content": answer}], tokenize=False)
+        with torch.inference_mode():
+            return float(scorer(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0])
+
+    right = sum(score(p.prompt, p.chosen) > score(p.prompt, p.rejected) for p in held_out)
+    return seconds, right / len(held_out)
+
+
+def bench_reward(args: argparse.Namespace) -> dict:
+    """Which reward model: chat.reward's linear Bradley–Terry head on frozen layer-9 features against TRL's
+    RewardTrainer (LoRA, 3 epochs), on each preset's training pairs; accuracy on its held-out pairs, and seconds."""
+    import time
+
+    from chat import feedback, models, reward
+
+    base = models.get_model(progress=lambda s: None)
+    figures = {}
+    for key in ("concise", "friendly", "chinese", "refuse"):
+        preset = feedback.preset(key)
+        held = feedback.triples(preset.held_out_pairs)
+        start = time.perf_counter()
+        head = reward.fit(base.model, base.tokenizer, feedback.triples(preset.pairs))
+        head_seconds = time.perf_counter() - start
+        trl_seconds, trl_accuracy = _reward_trainer_accuracy(base, preset.pairs, preset.held_out_pairs)
+        figures[key] = {"head_accuracy": round(reward.accuracy(head, base.model, base.tokenizer, held), 3),
+                        "head_seconds": round(head_seconds, 2), "reward_trainer_accuracy": round(trl_accuracy, 3),
+                        "reward_trainer_seconds": round(trl_seconds, 1), "held_out_pairs": len(held)}
+    return figures
+
+
+BENCHMARKS["reward"] = bench_reward
+
+
+BENCHMARKS["feedback"] = bench_feedback
+# --- feedback benchmark (end) ---
+# --- inside benchmark (start) ---
+INSIDE_TEXT = ("The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp and watched the "
+               "ships pass safely through the channel below. One stormy night a small boat lost its way, and the "
+               "keeper rang the bell until the sailors found the harbour again. In the morning the whole village came "
+               "down to the shore to thank him.")  # 65 tokens: the pass reads the first 64
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _chat_tokens_per_s(loaded, new_tokens: int, alongside=None) -> tuple[float, int]:
+    """Decode speed of one greedy chat reply; with `alongside(stop_event)` running in a thread meanwhile, also how
+    many times it ran."""
+    import threading
+
+    from chat import generation
+
+    params = generation.GenerationParams(temperature=0, max_new_tokens=new_tokens, repetition_penalty=1.0)
+    stop, runs = threading.Event(), []
+    worker = None
+    if alongside is not None:
+        worker = threading.Thread(target=lambda: alongside(stop, runs))
+        worker.start()
+    stream = generation.stream_chat(CHAT_PROMPT, params, loaded)
+    for _ in stream:
+        pass
+    stop.set()
+    if worker is not None:
+        worker.join()
+    return stream.stats.tokens_per_s, len(runs)
+
+
+def _browser_render(loaded) -> dict:
+    """The tab in Debian's Chromium (when Playwright and /usr/bin/chromium are there): the grid's drawing time as the
+    page measures it (performance.now), a new inspection from click to drawn, and a thumbnail click to its head."""
+    import os
+    import shutil
+    import socket
+    import time
+
+    if shutil.which("/usr/bin/chromium") is None:
+        return {}
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {}
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = app.build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **app.launch_options())
+    figures = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Inside the model").click()
+            page.locator("#inside-steps .steps").wait_for()
+            grid_ms, inspect_ms, click_ms = [], [], []
+            for n in range(3):
+                stamp = page.locator("#inside-grid [data-stamp]").get_attribute("data-stamp")
+                page.locator("#inside-text textarea").fill(f"({n}) {INSIDE_TEXT}")  # new first tokens: a new pass
+                start = time.perf_counter()
+                page.locator("#inside-run").click()
+                page.wait_for_function("s => { const e = document.querySelector('#inside-grid [data-stamp]'); "
+                                       "return e && e.dataset.stamp !== s; }", arg=stamp)
+                page.locator("#inside-steps .steps[data-layer]").wait_for()
+                inspect_ms.append((time.perf_counter() - start) * 1000)
+                grid_ms.append(float(page.locator("#inside-grid [data-render-ms]").get_attribute("data-render-ms")))
+                layer, head = 10 + n, n
+                canvas = page.locator("#inside-grid canvas")
+                canvas.scroll_into_view_if_needed()
+                start = time.perf_counter()
+                canvas.click(position={"x": 34 + layer * 31 + 14, "y": 34 + head * 31 + 14})
+                page.locator(f"#inside-steps .steps[data-layer='{layer}'][data-head='{head}']").wait_for()
+                click_ms.append((time.perf_counter() - start) * 1000)
+            tokens = page.locator("#inside-heatmap svg rect title").count()
+            browser.close()
+        figures = {"browser_grid_draw_ms": round(min(grid_ms), 1),
+                   "browser_inspect_click_to_drawn_ms": round(min(inspect_ms)),
+                   "browser_thumbnail_click_to_head_ms": round(min(click_ms)),
+                   "browser_heatmap_cells": tokens}
+    finally:
+        demo.close()
+    return figures
+
+
+def bench_inside(args: argparse.Namespace) -> dict:
+    """The Inside tab's inspection pass on 64 tokens (every layer's and head's attention, the logit lens, the first
+    layer inputs) against the plain forward pass of the same tokens on the shared model (the anchor), best of 5,
+    alternated; the tab's server-side drawing; the probes; memory over 40 inspections; a chat reply's decode speed
+    alone, while inspections run back to back (they give way), and with the giving way switched off; and, when
+    Chromium and Playwright are there, the page's drawing times."""
+    import statistics
+    import time
+
+    import torch
+
+    from chat import inside, models
+    from chat.ui import inside_tab
+
+    loaded = models.get_model(progress=lambda s: None)
+    model = loaded.model
+    ids = models.ModelTokenizer(loaded.tokenizer).encode(INSIDE_TEXT)[:inside.MAX_TOKENS]
+    assert len(ids) == inside.MAX_TOKENS
+    start = time.perf_counter()
+    inside.eager_twin(model)
+    twin_s = time.perf_counter() - start
+    tensor = torch.tensor([ids])
+
+    def plain():
+        with torch.inference_mode():
+            model(input_ids=tensor, use_cache=False, logits_to_keep=1)
+
+    def inspection():
+        return inside._inspect_ids(loaded, ids, 0, give_way=True)
+
+    plain()
+    inspection()  # warm-up
+    plain_s, inspect_s = [], []
+    for _ in range(5):
+        for fn, times in ((plain, plain_s), (inspection, inspect_s)):
+            begin = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - begin)
+    found = inspection()
+    inside.inspect_text(INSIDE_TEXT, loaded)  # into the cache: the tab's own work is timed next, not the pass
+    begin = time.perf_counter()
+    inside_tab.look(INSIDE_TEXT, 18, 6, True, None)  # what the tab computes for one inspection (cached pass)
+    draw_s = time.perf_counter() - begin
+    value = inside_tab.grid_value(found, True, None)
+    begin = time.perf_counter()
+    inside_tab.show_head(INSIDE_TEXT, 16, 0, True, None)
+    head_s = time.perf_counter() - begin
+    probes = {}
+    for name in inside.PROBES:
+        inside._PROBE_RESULTS.pop(model, None)
+        begin = time.perf_counter()
+        result = inside.head_scores(name, loaded)
+        best = result.ranked[0]
+        probes[name] = {"seconds": round(time.perf_counter() - begin, 2), "best": f"L{best.layer}H{best.head}",
+                        "score": round(best.score, 3)}
+    rss_before = _rss_mb()
+    for n in range(40):  # 40 sessions' worth of distinct texts
+        inside.inspect_text(f"{n} {INSIDE_TEXT}", loaded)
+    rss_after = _rss_mb()
+
+    def inspect_back_to_back(give_way: bool):
+        def run(stop, runs):
+            while not stop.is_set():
+                inside._inspect_ids(loaded, ids, 0, give_way=give_way)
+                runs.append(1)
+        return run
+
+    chat = {}
+    if loaded.fast is not None:
+        _chat_tokens_per_s(loaded, 8)  # warm-up
+        alone, with_inspections, without_giving_way = [], [], []
+        runs_giving_way = runs_not = 0
+        for _ in range(3):  # alternated, so a change in the machine's load hits every side alike
+            alone.append(_chat_tokens_per_s(loaded, 128)[0])
+            speed, runs = _chat_tokens_per_s(loaded, 128, inspect_back_to_back(True))
+            with_inspections.append(speed)
+            runs_giving_way += runs
+            speed, runs = _chat_tokens_per_s(loaded, 128, inspect_back_to_back(False))
+            without_giving_way.append(speed)
+            runs_not += runs
+        median = statistics.median
+        chat = {"chat_tokens_per_s_alone": round(median(alone), 1),
+                "chat_tokens_per_s_during_inspections": round(median(with_inspections), 1),
+                "chat_ratio_during_inspections": round(median(with_inspections) / median(alone), 3),
+                "chat_tokens_per_s_if_inspections_did_not_give_way": round(median(without_giving_way), 1),
+                "chat_ratio_if_inspections_did_not_give_way": round(median(without_giving_way) / median(alone), 3),
+                "inspections_during_3_replies": runs_giving_way,
+                "inspections_during_3_replies_not_giving_way": runs_not}
+    best_plain, best_inspect = min(plain_s), min(inspect_s)
+    return {
+        "tokens": len(ids),
+        "layers_x_heads": f"{found.layers} x {found.heads}",
+        "attention_mb": round(found.attention.numel() * 4 / 1e6, 2),
+        "inspection_s": round(best_inspect, 3),
+        "inspection_median_s": round(statistics.median(inspect_s), 3),
+        "plain_forward_s": round(best_plain, 3),
+        "ratio": round(best_inspect / best_plain, 3),
+        "goal_inspection_s": 1.5,
+        "twin_build_s": round(twin_s, 3),
+        "tab_server_render_s": round(draw_s, 3),
+        "tab_head_switch_s": round(head_s, 3),
+        "grid_payload_kb": round(len(value["data"]) / 1024, 1),
+        "probes": probes,
+        "rss_growth_40_inspections_mb": round(rss_after - rss_before, 1),
+        "inspections_kept": len(inside._CACHE),
+        **chat,
+        **_browser_render(loaded),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+BENCHMARKS["inside"] = bench_inside
+# --- inside benchmark (end) ---
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chat.bench", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--verbose", action="store_true", help="quality: also print every reply")
     args = parser.parse_args(argv)
     figures = BENCHMARKS[args.what](args)
     if args.json:

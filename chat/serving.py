@@ -37,14 +37,17 @@ from typing import Iterator
 
 import torch
 
+from chat import budget
 
-class Busy(RuntimeError):
+
+class Busy(budget.BusyError):
     """The engine's line is full; `place` is where this request would have stood in it (1 = next)."""
 
     def __init__(self, place: int, waiting_limit: int, running: int):
+        self.kind, self.limit, self.waited_s = "chat", running, 0.0
         self.place, self.waiting_limit, self.running = place, waiting_limit, running
-        super().__init__(f"busy: you are number {place} in line, and the line holds {waiting_limit} ({running} "
-                         "replies are being written now). Please try again in a minute.")
+        RuntimeError.__init__(self, f"busy: you are number {place} in line, and the line holds {waiting_limit} "
+                              f"({running} replies are being written now). Please try again in a minute.")
 
 
 @dataclass(frozen=True)
@@ -239,10 +242,10 @@ class Engine:
 
     def submit(self, ids: list[int], max_new_tokens: int, sampling: Sampling = Sampling(),
                stop_ids: frozenset[int] = frozenset(), logits_only: bool = False,
-               cancel: threading.Event | None = None) -> Request:
+               cancel: threading.Event | None = None, generator: torch.Generator | None = None) -> Request:
         """Queue a request; it joins the batch at the next step when a slot is free. Raises Busy when the line is
         full, ValueError when the prompt and reply cannot fit the context. Setting `cancel` (or request.stop())
-        ends it at the next step boundary."""
+        ends it at the next step boundary. `generator` (else one seeded from sampling.seed) draws its tokens."""
         if not ids:
             raise ValueError("The prompt is empty: the model needs at least one token to continue.")
         if len(ids) + max(max_new_tokens, 0) > self.context:
@@ -251,6 +254,8 @@ class Engine:
         request = Request(list(ids), max_new_tokens, sampling, frozenset(stop_ids), logits_only)
         if cancel is not None:
             request.cancel = cancel
+        if generator is not None:
+            request.generator = generator
         with self._wake:
             if self._closed:
                 raise RuntimeError("The serving engine is closed.")
@@ -470,6 +475,10 @@ def config_from_env() -> ServingConfig:
 
 
 CONFIG = config_from_env()
+# The queue lets through every chat reply the engine can hold: max_batch written at once, max_waiting numbered in
+# its line (beyond that Busy says "you are number N"). transformers' generate, the plain path, runs 2 per 2 cores.
+budget.register("chat", CONFIG.max_batch + CONFIG.max_waiting, wait_s=120.0)
+budget.register("plain-chat", budget._default_limit(2), wait_s=120.0)
 _ENGINES: dict[int, tuple[object, Engine]] = {}  # id(fast decoder) -> (the decoder, its engine)
 _ENGINES_LOCK = threading.Lock()
 

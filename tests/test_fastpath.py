@@ -219,3 +219,15 @@ def test_with_the_package_cached_a_fresh_load_chats_at_once_and_takes_the_model_
     assert isinstance(loaded.model, torch.nn.Module)
     second, _ = g.chat_reply(ASK, params, loaded)  # the engine reuses the kept prompt
     assert first == second and "Paris" in first
+
+
+# --- hardening (issue 15) -----------------------------------------------------------------------------------------
+
+
+def test_a_prompt_chunk_computes_only_its_last_rows_logits(chat_model, kernels):
+    """All T rows of logits are (T, 49,152) floats: 1.6 GB for an 8k prompt; a chunk computes the rows asked for."""
+    decoder = fastpath.eager_decoder(chat_model.model, kernels=True)
+    logits = decoder.forward(decoder.new_cache(1, 600), list(range(100, 700)), [0] * 600, list(range(600)), [599])
+    vocab = chat_model.model.config.vocab_size
+    kept = logits.untyped_storage().nbytes()  # a number: pytest would print a storage's every byte
+    assert logits.shape == (1, vocab) and kept == 4 * vocab

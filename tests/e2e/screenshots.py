@@ -1,7 +1,8 @@
 """README screenshots: the real app in Debian's Chromium, one per tab, after a short realistic interaction.
 
 `make screenshots` (or `python -m tests.e2e.screenshots [TAB ...] [--zh]`) writes assets/<tab>.png; --zh also writes the
-Tokens tab in Chinese (assets/tokens_zh.png). Needs fonts-noto-cjk and fonts-noto-color-emoji for the Chinese and emoji.
+Tokens and Inside tabs asked for in Chinese (assets/tokens_zh.png, assets/inside_zh.png). Needs fonts-noto-cjk and
+fonts-noto-color-emoji for the Chinese and emoji.
 """
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ def next_token(page):
     time.sleep(3)
 
 
+def inside(page):
+    page.locator("#inside-steps .steps").wait_for(timeout=120_000)
+    page.locator("#inside-text textarea").fill("The cat sat on the mat. The dog sat on the rug. The cat sat on the")
+    page.locator("#inside-run").click()
+    # the new text's "19 tokens" / "19 个词元" in the status
+    page.wait_for_function("() => /^19\\D/.test(document.querySelector('#inside-status strong')?.textContent)")
+    page.locator("#inside-probe-induction").click()
+    page.locator("#inside-probe-table .body-cell").first.wait_for(timeout=60_000)
+    time.sleep(2)
+
+
 def mnist(page):
     page.locator("#mnist-start").click()
     time.sleep(25)
@@ -55,20 +67,55 @@ def tinygpt(page):
     time.sleep(4)
 
 
-TABS = {"tokens": tokens, "chat": chat, "next_token": next_token, "mnist": mnist, "tinygpt": tinygpt}
+def finetune(page):
+    """The identity preset trained to the end: loss curve, loss mask, and the before/after table."""
+    page.locator("#finetune-start").click()
+    page.locator("#finetune-status-line[data-status=done]").wait_for(timeout=400_000)
+    time.sleep(2)
+
+
+def feedback(page):
+    """The concise preset: a pair of answers to pick from, the reward model, then DPO to the end."""
+    page.locator("#feedback-train-rm").click()
+    page.locator("#feedback-rm-status[data-trained='1']").wait_for(timeout=180_000)
+    page.locator("#feedback-start").click()
+    page.locator("#feedback-status-line[data-status=done]").wait_for(timeout=500_000)
+    page.locator("#feedback-prompt textarea").fill("Give me a tip for a rainy day.")
+    page.locator("#feedback-ask").click()
+    page.wait_for_function("() => document.querySelector('#feedback-answer-b textarea').value.length > 0",
+                           timeout=180_000)
+    time.sleep(2)
+
+
+def chat_settings(page):
+    """The Chat tab's generation settings: the model card's defaults and what each knob does to the answers."""
+    page.get_by_text("Generation settings").or_(page.get_by_text("生成设置")).first.click()
+    page.locator("#chat-defaults-note").wait_for()
+    time.sleep(1.5)
+
+
+TABS = {"tokens": tokens, "next_token": next_token, "inside": inside, "chat": chat, "tinygpt": tinygpt,
+        "finetune": finetune, "feedback": feedback, "mnist": mnist}
+EXTRA = {"chat_settings": ("chat", chat_settings)}  # shots of a tab in another state: name -> (tab, action)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)})")
-    parser.add_argument("--zh", action="store_true", help="also shoot the Tokens tab in Chinese")
+    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)}; "
+                        f"also {list(EXTRA)})")
+    parser.add_argument("--zh", action="store_true",
+                        help="also shoot the Tokens and Inside tabs (those asked for, and any EXTRA shot) in Chinese")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
     from chat import models
     from playwright.sync_api import sync_playwright
 
-    models.get_model()
+    loaded = models.get_model()
+    if loaded.fast is None:  # as `make run` does in the background: the Chat tab shows the fast decoder's speed
+        from chat import fastpath
+
+        loaded.fast = fastpath.prepare_decoder(loaded.model, loaded.device, print)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -76,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                             **app.launch_options())
     ASSETS.mkdir(exist_ok=True)
-    shots = [(tab, "en-US", tab) for tab in args.tabs] + ([("tokens", "zh-CN", "tokens_zh")] if args.zh else [])
+    shots = [(tab, "en-US", tab) for tab in args.tabs]
+    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in ("tokens", "inside") if tab in args.tabs] if args.zh else []
+    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in args.tabs if tab in EXTRA and args.zh]
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -85,9 +134,10 @@ def main(argv: list[str] | None = None) -> None:
                 page = context.new_page()
                 page.set_default_timeout(60_000)
                 page.goto(url)
-                page.locator(f"button[data-tab-id={tab}]").click()
+                tab_id, action = EXTRA.get(tab, (tab, TABS.get(tab)))
+                page.locator(f"button[data-tab-id={tab_id}]").click()
                 time.sleep(2)
-                TABS[tab](page)
+                action(page)
                 page.screenshot(path=str(ASSETS / f"{name}.png"), full_page=True)
                 print(f"wrote assets/{name}.png")
                 context.close()
