@@ -564,10 +564,10 @@ def _serve_app(url: str, tokenizer, users: tuple[int, ...], new_tokens: int, rou
     return figures
 
 
-def _serve_through_app(app_dir: str, tokenizer, users, new_tokens: int, rounds: int) -> dict:
+def _serve_through_app(app_dir: str, tokenizer, users, new_tokens: int, rounds: int, port: int | None = None) -> dict:
     import tempfile
 
-    port = _free_port()
+    port = port or _free_port()
     with tempfile.TemporaryFile("w+") as log:
         process = _start_app(app_dir, port, log)
         try:
@@ -627,9 +627,11 @@ def bench_serve(args: argparse.Namespace) -> dict:
     if loaded.fast is None:  # the app loads the cached package: build it first if needed
         loaded.fast = fastpath.prepare_decoder(loaded.model, loaded.device, lambda s: print(s, file=sys.stderr))
     here = str(Path(__file__).resolve().parent.parent)
-    app = _serve_through_app(here, loaded.tokenizer, users, new_tokens, rounds)
+    port = int(os.environ.get("CHATLAB_SERVE_PORT", 0)) or None  # the app's port (the baseline's: the next one)
+    app = _serve_through_app(here, loaded.tokenizer, users, new_tokens, rounds, port)
     baseline_dir = os.environ.get("CHATLAB_SERVE_BASELINE_APP")
-    baseline = _serve_through_app(baseline_dir, loaded.tokenizer, users, new_tokens, rounds) if baseline_dir else {}
+    baseline = _serve_through_app(baseline_dir, loaded.tokenizer, users, new_tokens, rounds,
+                                  port and port + 1) if baseline_dir else {}
     engine = _serve_engine(loaded, users, new_tokens) if loaded.fast is not None else {}
     prompt_tokens = len(models.ModelTokenizer(loaded.tokenizer).encode(SERVE_QUESTIONS[0])) + 30
     llama = _llama_batched_bench(users, prompt_tokens, new_tokens)

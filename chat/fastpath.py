@@ -357,7 +357,7 @@ class KVCache:
         """Give the slot's memory back to the system (its contents read as zeros afterwards)."""
         import mmap
 
-        size = self._maps[0].size() // self.slots
+        size = len(self._maps[0]) // self.slots  # (an anonymous map has no file: size() fails)
         page = mmap.PAGESIZE
         start, end = -(-slot * size // page) * page, (slot + 1) * size // page * page
         if end > start and hasattr(mmap, "MADV_DONTNEED"):

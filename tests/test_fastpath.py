@@ -78,16 +78,16 @@ def test_the_kernels_compute_the_dense_product(chat_model, kernels):
 
 
 def test_a_batch_of_sequences_gets_each_ones_logits_alone_and_the_plain_models_top1(chat_model, kernels):
-    """Four chat prompts teacher-forced along the plain model's greedy replies, all in one step of the batched
+    """Six chat prompts teacher-forced along the plain model's greedy replies, all in one step of the batched
     decoder (the C++ kernels the compiled step calls): each sequence's logits are bit for bit its own alone, and
     their top-1 agrees with the plain transformers model's."""
     decoder = fastpath.eager_decoder(chat_model.model, kernels=True)
     sequences = []
-    for text in fastpath.QUALITY_PROMPTS[:4]:
-        ids = g.build_prompt(chat_model, [{"role": "user", "content": text}], 16).ids
+    for text in fastpath.QUALITY_PROMPTS[:6]:
+        ids = g.build_prompt(chat_model, [{"role": "user", "content": text}], 24).ids
         with torch.inference_mode():
             out = chat_model.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids)).long(),
-                                            max_new_tokens=16, do_sample=False, temperature=None, top_p=None,
+                                            max_new_tokens=24, do_sample=False, temperature=None, top_p=None,
                                             top_k=None, pad_token_id=chat_model.tokenizer.eos_token_id)
         sequences.append((ids, out[0, len(ids):].tolist()))
     tokens, slots, positions, wanted = [], [], [], []
@@ -102,7 +102,7 @@ def test_a_batch_of_sequences_gets_each_ones_logits_alone_and_the_plain_models_t
     assert torch.equal(batched, alone)
     expected = [token for _, continuation in sequences for token in continuation]
     agreement = sum(int(a == b) for a, b in zip(batched.argmax(-1).tolist(), expected)) / len(expected)
-    assert len(expected) >= 60 and agreement >= 0.99
+    assert len(expected) >= 80 and agreement >= 0.99, (len(expected), agreement)
 
 
 def test_a_failed_background_load_of_the_transformers_model_is_a_clear_error(chat_model):
@@ -156,6 +156,24 @@ def test_cancel_stops_the_fast_decoder_within_a_step(chat_model, eager):
     assert not stream._worker.is_alive()
     list(pieces)
     assert stream.stats.finish_reason == "cancelled" and stream.stats.new_tokens < 50
+    from chat import serving
+
+    engine = serving.engine_for(fast)
+    for _ in range(100):  # the engine frees the slot at its next step boundary
+        if engine.running == 0:
+            break
+        threading.Event().wait(0.05)
+    assert engine.running == 0 and not engine.waiting
+
+
+def test_the_next_token_view_on_the_engine_ranks_like_the_plain_model(chat_model, kernels, plain):
+    fast = dataclasses.replace(chat_model, fast=fastpath.eager_decoder(chat_model.model, kernels=True))
+    sessions = [g.NextTokenSession("The capital of France is", loaded) for loaded in (fast, plain)]
+    top = [[c.token_id for c in s.candidates(k=5)] for s in sessions]
+    assert top[0] == top[1]
+    assert sessions[0].greedy() == sessions[1].greedy()
+    sessions[0].undo()
+    assert [c.token_id for c in sessions[0].candidates(k=5)] == top[1]
 
 
 def test_the_fast_path_is_off_with_a_note_when_disabled_or_unsupported(chat_model, monkeypatch):

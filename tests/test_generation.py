@@ -319,10 +319,11 @@ def test_a_next_token_session_keeps_one_row_of_logits(chat_model):
 def test_next_token_caches_share_a_budget_least_recently_used_first(chat_model, monkeypatch):
     caches = g.SessionCaches(max_bytes=0)
     monkeypatch.setattr(g, "SESSION_CACHES", caches)
-    first = g.NextTokenSession("The capital of France is", chat_model)
+    plain = dataclasses.replace(chat_model, fast=None)  # the transformers path's caches (the engine keeps its own)
+    first = g.NextTokenSession("The capital of France is", plain)
     expected = first.candidates()
     caches.max_bytes = first.cache_bytes() * 3 // 2  # room for one session like it
-    second = g.NextTokenSession("Once upon a time, there was a", chat_model)
+    second = g.NextTokenSession("Once upon a time, there was a", plain)
     assert first.past is None and second.past is not None  # the least recently used lost its cache
     assert caches.cached_bytes() == second.cache_bytes()  # the newest keeps its own, even over budget
     assert [c.token_id for c in first.candidates()] == [c.token_id for c in expected]  # its logits stayed
