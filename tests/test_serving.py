@@ -300,3 +300,13 @@ def test_the_sampling_distribution_is_transformers_processors(settings):
     got = torch.zeros(1000).index_put_((candidates,), probs)
     assert set(candidates.tolist()) == set(expected.nonzero().squeeze(1).tolist())
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_busy_is_a_budget_error_whose_message_gives_the_users_number():
+    from chat import budget
+    from chat.ui import limits
+
+    error = serving.Busy(place=3, waiting_limit=16, running=8)
+    assert isinstance(error, budget.BusyError) and "number 3 in line" in str(error)
+    assert "number 3 in line" in limits.busy(None, error).message
+    assert budget.limit("chat") == serving.CONFIG.max_batch + serving.CONFIG.max_waiting  # the queue lets them all in
