@@ -112,8 +112,8 @@ def test_next_token_probabilities_are_sorted_and_match_a_direct_forward_pass(cha
         ids = torch.tensor([session.ids])
         direct = torch.softmax(chat_model.model(input_ids=ids).logits[0, -1].float(), -1)
     assert found[0].token_id == int(direct.argmax()) and found[0].label == " Paris"
-    for c in found:
-        assert c.raw_prob == pytest.approx(float(direct[c.token_id]), abs=1e-4)
+    for c in found:  # with the fast decoder, its int16-rounded activations move a probability by up to ~3e-4
+        assert c.raw_prob == pytest.approx(float(direct[c.token_id]), abs=1e-4 if chat_model.fast is None else 1e-3)
 
 
 def test_temperature_top_k_and_top_p_reshape_the_distribution(chat_model):
