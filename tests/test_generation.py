@@ -136,7 +136,8 @@ def test_stepping_uses_the_cache_and_undo_restores_the_previous_distribution(cha
     after = session.candidates(1.0, 0, 1.0)
     with torch.inference_mode():
         direct = torch.softmax(chat_model.model(input_ids=torch.tensor([session.ids])).logits[0, -1].float(), -1)
-    assert after[0].raw_prob == pytest.approx(float(direct[after[0].token_id]), abs=1e-4)
+    tolerance = 1e-4 if chat_model.fast is None else 1e-3  # the fast decoder's int16-rounded activations
+    assert after[0].raw_prob == pytest.approx(float(direct[after[0].token_id]), abs=tolerance)
     session.undo()
     again = session.candidates(1.0, 0, 1.0)
     assert [c.token_id for c in again] == [c.token_id for c in before]
