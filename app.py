@@ -15,8 +15,10 @@ if os.environ.get("SPACE_ID"):  # on a Hugging Face Space: pip there can't say -
 
 import gradio as gr  # noqa: E402
 
+from PIL import Image  # noqa: E402
+
 from chat.ui import i18n  # noqa: E402
-from chat import models  # noqa: E402
+from chat import budget, mnist, models  # noqa: E402
 from chat.ui import chat_tab, next_token_tab, tokens_tab  # noqa: E402
 from chat.ui import feedback_tab, finetune_tab  # noqa: E402
 from chat.ui import mnist_tab  # noqa: E402
@@ -24,9 +26,25 @@ from chat.ui import tinygpt_tab  # noqa: E402
 from chat.ui import inside_tab  # noqa: E402
 
 
+# --- server limits (start) ---
+MAX_FILE_SIZE = os.environ.get("CHATLAB_MAX_FILE_SIZE", "10mb")  # uploads (checkpoints, images): bigger -> 413
+# Gradio's cache (uploads, files it serves): every 10 minutes, files older than an hour go
+DELETE_CACHE = (600, 3600)
+# Any picture Gradio itself decodes (the sketchpad's) is refused beyond 2x this; classify_digit checks before that
+Image.MAX_IMAGE_PIXELS = mnist.MAX_IMAGE_PIXELS
+
+
+def set_up_queue(demo: gr.Blocks) -> None:
+    """The server-wide budget (chat.budget): a bounded queue; heavy events run within their kind's limit and the
+    rest within a small default; no REST route around the queue (api_open=False: /run/... and /api/... answer 404
+    for queued events, so a private event cannot be started outside the queue's limits)."""
+    demo.queue(max_size=budget.QUEUE_MAX_SIZE, api_open=False, default_concurrency_limit=budget.LIGHT_CONCURRENCY)
+# --- server limits (end) ---
+
+
 def build_app() -> gr.Blocks:
     models.register_chat_tokenizer()  # the chat model's tokenizer joins the Tokens tab's comparison
-    with gr.Blocks(title="ChatLab") as demo:
+    with gr.Blocks(title="ChatLab", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(i18n.T("app.title"), elem_id="chatlab-title")
         gr.Markdown(i18n.T("app.intro"))
         with gr.Tabs():  # the story: how text is read and answered, how a chat model is made, then a classic
@@ -38,7 +56,7 @@ def build_app() -> gr.Blocks:
             finetune_tab.build()
             feedback_tab.build()
             mnist_tab.build()
-    demo.queue(default_concurrency_limit=4)
+    set_up_queue(demo)
     keep_page_renders_private(demo)
     return demo
 
@@ -63,7 +81,7 @@ CSS = """
 
 def launch_options() -> dict:
     """What every launch of ChatLab passes to Gradio (the CLI here, and the tests)."""
-    return {"i18n": i18n.I18N, "css": CSS, "theme": gr.themes.Soft()}
+    return {"i18n": i18n.I18N, "css": CSS, "theme": gr.themes.Soft(), "max_file_size": MAX_FILE_SIZE}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

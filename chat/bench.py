@@ -194,6 +194,245 @@ def bench_chat(args: argparse.Namespace) -> dict:
 BENCHMARKS["chat"] = bench_chat
 # --- chat benchmark (end) ---
 
+# --- quality benchmark (start) ---
+# Simple questions with known answers: a reply is right when it contains the answer (a regex, case-insensitive)
+QUALITY_QUESTIONS = [
+    ("What is the capital of France?", r"\bparis\b"),
+    ("What is 2+2? Answer with the number.", r"\b4\b|\bfour\b"),
+    ("What is the capital of Japan?", r"\btokyo\b"),
+    ("How many days are there in a week?", r"\b7\b|\bseven\b"),
+    ("What color is the sky on a clear day?", r"\bblue\b"),
+    ("What is the largest planet in our solar system?", r"\bjupiter\b"),
+    ("Who wrote 'Romeo and Juliet'?", r"\bshakespeare\b"),
+    ("What is the chemical formula of water?", r"\bh2o\b|\bh₂o\b"),
+    ("How many legs does a spider have?", r"\b8\b|\beight\b"),
+    ("At what temperature in degrees Celsius does water freeze?", r"(?<![\w.\-])0(?![.,]?\d)|\bzero\b"),  # not -18.0
+    ("What is the capital of Italy?", r"\brome\b"),
+    ("What is 10 minus 3? Answer with the number.", r"\b7\b|\bseven\b"),
+    ("Which animal is called the king of the jungle?", r"\blions?\b"),
+    ("What language is spoken in Spain?", r"\bspanish\b"),
+    ("How many continents are there on Earth?", r"\b7\b|\bseven\b"),
+    ("Which gas do plants take in from the air for photosynthesis?", r"carbon dioxide|\bco2\b|\bco₂\b"),
+    ("What is the opposite of hot?", r"\bcold\b"),
+    ("What is the boiling point of water in degrees Celsius at sea level?", r"\b100\b"),
+]
+QUALITY_SEEDS = (0, 1, 2)
+QUALITY_NEW_TOKENS = 64
+OLD_CHAT_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}  # the tab's before issue 15
+
+# llama.cpp's side: its own chat defaults (create_chat_completion with no sampling arguments: temperature 0.2, top-p
+# 0.95, top-k 40, min-p 0.05, no repeat penalty), the GGUF's own chat template, a seed per reply. Reads {"gguf",
+# "questions", "seeds", "new_tokens"} on stdin, prints one JSON list of replies (questions x seeds, in order).
+_LLAMA_CHAT_SCRIPT = r"""
+import json, sys
+from llama_cpp import Llama
+job = json.load(sys.stdin)
+llm = Llama(model_path=job["gguf"], n_ctx=2048, n_threads=2, verbose=False)
+replies = []
+for question in job["questions"]:
+    for seed in job["seeds"]:
+        out = llm.create_chat_completion([{"role": "user", "content": question}], seed=seed,
+                                         max_tokens=job["new_tokens"])
+        replies.append(out["choices"][0]["message"]["content"] or "")
+print(json.dumps(replies))
+"""
+
+
+def _hit_rate(replies: list[str]) -> float:
+    import re
+
+    patterns = [pattern for _, pattern in QUALITY_QUESTIONS for _ in QUALITY_SEEDS]
+    return sum(bool(re.search(p, r.lower())) for p, r in zip(patterns, replies)) / len(patterns)
+
+
+def _chatlab_replies(loaded, defaults) -> list[str]:
+    import dataclasses
+
+    from chat import generation
+
+    replies = []
+    for question, _ in QUALITY_QUESTIONS:
+        for seed in QUALITY_SEEDS:
+            params = dataclasses.replace(defaults, seed=seed, max_new_tokens=QUALITY_NEW_TOKENS)
+            replies.append(generation.chat_reply([{"role": "user", "content": question}], params, loaded)[0])
+    return replies
+
+
+def _llama_cpp_replies() -> list[str] | None:
+    import os
+    import subprocess
+
+    from chat.data import package_file
+    from chat.models import DEFAULT_MODEL, REGISTRY
+
+    python = os.environ.get("CHATLAB_LLAMA_PYTHON")
+    if not python:
+        return None
+    job = {"gguf": str(package_file(*REGISTRY[DEFAULT_MODEL].gguf)), "questions": [q for q, _ in QUALITY_QUESTIONS],
+           "seeds": list(QUALITY_SEEDS), "new_tokens": QUALITY_NEW_TOKENS}
+    out = subprocess.run([python, "-c", _LLAMA_CHAT_SCRIPT], input=json.dumps(job), capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        print(f"llama.cpp run failed: {out.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_quality(args: argparse.Namespace) -> dict:
+    """Answer quality of the Chat tab's defaults: 18 simple questions with known answers, 3 seeds each, 64 new
+    tokens; the hit rate (share of replies containing the answer) with ChatLab's defaults, with the tab's old
+    defaults, and with llama.cpp's own chat defaults on the same GGUF ($CHATLAB_LLAMA_PYTHON: a Python with
+    llama-cpp-python). ratio = ChatLab's / llama.cpp's."""
+    from chat import generation, models
+
+    loaded = models.get_model(progress=lambda s: None)
+    defaults = models.chat_defaults()
+    ours = _chatlab_replies(loaded, defaults)
+    old = _chatlab_replies(loaded, generation.GenerationParams(**OLD_CHAT_DEFAULTS))
+    theirs = _llama_cpp_replies()
+    figures = {
+        "questions": len(QUALITY_QUESTIONS), "seeds": len(QUALITY_SEEDS), "new_tokens": QUALITY_NEW_TOKENS,
+        "chatlab_defaults": {k: getattr(defaults, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")},
+        "chatlab_hit_rate": round(_hit_rate(ours), 3),
+        "chatlab_old_defaults_hit_rate": round(_hit_rate(old), 3),
+        "llama_cpp_hit_rate": round(_hit_rate(theirs), 3) if theirs else None,
+        "ratio": round(_hit_rate(ours) / _hit_rate(theirs), 3) if theirs and _hit_rate(theirs) else None,
+        "fast_path": loaded.fast.kind if loaded.fast else "off",
+    }
+    if getattr(args, "verbose", False):
+        figures["replies"] = {"chatlab": ours, "chatlab_old": old, "llama_cpp": theirs}
+    return figures
+
+
+BENCHMARKS["quality"] = bench_quality
+# --- quality benchmark (end) ---
+
+# --- hardening benchmark (start) ---
+def _rss_mb(pid: int | None = None) -> float:
+    import os
+
+    with open(f"/proc/{pid or os.getpid()}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tuple[bool, dict]:
+    """One event through Gradio's raw queue, as the browser sends it (private events included)."""
+    import uuid
+
+    import httpx
+
+    dependencies = httpx.get(f"{url}/config").json()["dependencies"]
+    index = next(d["id"] for d in dependencies if d.get("api_name") == api_name)
+    session = uuid.uuid4().hex[:12]
+    joined = httpx.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": index,
+                                                               "session_hash": session})
+    joined.raise_for_status()
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return bool(message.get("success")), message.get("output") or {}
+    return False, {"error": "the stream ended without a result"}
+
+
+def bench_hardening(args: argparse.Namespace) -> dict:
+    """The limits issue 15 set, measured on the real app launched in this process: the time to trim a 2,000-turn
+    history; RSS after 3 next-token sessions of 6,000 tokens (over the idle app, model loaded); counting 10 MB with
+    the chat model's tokenizer (time, peak RSS growth); 8 users at once through /chat (each one's time to first
+    token and whole reply, errors, the most generating at once)."""
+    import resource
+    import socket
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    import app as chatlab
+    from chat import budget, generation, models, tokens
+
+    loaded = models.get_model(progress=lambda s: None)
+    _ = loaded.model  # the transformers model, not just the fast decoder (next-token sessions use it)
+    history = [{"role": "system", "content": "You are a pirate."}]
+    for i in range(1000):
+        history += [{"role": "user", "content": f"Question {i}: what is {i} plus {i}? Explain it in detail."},
+                    {"role": "assistant", "content": f"It is {2 * i}, matey. " * 4}]
+    history.append({"role": "user", "content": "And the last one?"})
+    generation.build_prompt(loaded, history[:50] + history[-1:], 256)  # warm-up
+    trims = []
+    for _ in range(5):
+        start = time.perf_counter()
+        prompt = generation.build_prompt(loaded, history, 256)
+        trims.append(time.perf_counter() - start)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = chatlab.build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **chatlab.launch_options())
+    url = url.rstrip("/")
+    try:
+        client = Client(url, verbose=False)
+        client.predict("warm up", "gpt-4o", api_name="/count_tokens")
+        idle = _rss_mb()
+        sentence = "The history of the city is long and varied, and its people remember it. "
+        text = sentence * (6000 // len(loaded.tokenizer(sentence)["input_ids"]))
+        for i in range(3):  # three clients' next-token games of ~6,000 tokens, through the tab's own (private) event
+            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, 1.0, 0, 1.0])
+            if not ok:
+                raise RuntimeError(f"next-token start failed: {output}")
+        sessions_rss = _rss_mb()
+        session_tokens = len(loaded.tokenizer(f"0 {text}")["input_ids"])
+
+        budget.reset_peaks()
+        question = "Explain in a few sentences why the sky is blue."
+
+        def user(i: int) -> dict:
+            c = Client(url, verbose=False)
+            start = time.perf_counter()
+            first = None
+            job = c.submit(question, [], "", 0.2, 0.9, 50, 96, 1.0, i, api_name="/chat")
+            for _ in job:
+                first = first or time.perf_counter() - start
+            answer = job.outputs()[-1] if job.outputs() else ""
+            return {"ttft_s": round(first or 0.0, 2), "duration_s": round(time.perf_counter() - start, 2),
+                    "ok": bool(answer)}
+
+        with ThreadPoolExecutor(8) as pool:
+            users = list(pool.map(user, range(8)))
+        chat_peak = budget.snapshot()["chat"]["peak"]
+    finally:
+        demo.close()
+
+    big = _mixed_text(10_000_000)
+    name = models.REGISTRY[models.DEFAULT_MODEL].title
+    tokens.count_tokens("warm up", name)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    count = tokens.count_tokens(big, name)
+    count_s = time.perf_counter() - start
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before
+    durations = [u["duration_s"] for u in users]
+    return {
+        "trim_2000_turns_s": round(min(trims), 3), "trim_goal_s": 0.5, "trim_dropped": prompt.dropped,
+        "idle_app_rss_mb": round(idle), "next_token_session_tokens": session_tokens,
+        "rss_after_3_sessions_mb": round(sessions_rss), "rss_growth_3_sessions_mb": round(sessions_rss - idle),
+        "rss_growth_goal_mb": 300, "kv_cache_budget_mb": generation.SESSION_CACHES.max_bytes >> 20,
+        "count_10mb_chat_tokenizer_s": round(count_s, 2), "count_10mb_tokens": count,
+        "count_10mb_peak_rss_growth_mb": round(max(0.0, peak_growth)),
+        "load_users": 8, "load_errors": sum(not u["ok"] for u in users), "load_chat_peak": chat_peak,
+        "load_chat_limit": budget.limit("chat"), "load_ttft_s": [u["ttft_s"] for u in users],
+        "load_duration_s": durations, "load_duration_median_s": round(statistics.median(durations), 2),
+        "load_duration_max_s": max(durations),
+    }
+
+
+BENCHMARKS["hardening"] = bench_hardening
+# --- hardening benchmark (end) ---
+
 # --- mnist benchmark (start) ---
 def bench_mnist(args: argparse.Namespace) -> dict:
     """One epoch of seed 000's recipe (same model init, data, batch 64) with a plain PyTorch loop and with the MNIST
@@ -886,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chat.bench", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--verbose", action="store_true", help="quality: also print every reply")
     args = parser.parse_args(argv)
     figures = BENCHMARKS[args.what](args)
     if args.json:

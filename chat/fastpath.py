@@ -366,7 +366,8 @@ class FastDecoder:
         if self.model is None:
             *_, logits = self._steps(ids, 0, k_cache, v_cache)
             return logits, k_cache, v_cache
-        out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
+        # logits of the last row only: all T rows would be (T, vocab) floats, 1.6 GB for an 8k prompt
+        out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
         for i, layer in enumerate(out.past_key_values.layers):  # each (1, kv_heads, T, head_dim)
             k_cache[i, :, : len(ids)] = layer.keys[0]
             v_cache[i, :, : len(ids)] = layer.values[0]

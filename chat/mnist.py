@@ -21,10 +21,12 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,6 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from chat import budget
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the 60k MNIST training pixels scaled to [0, 1]
 BACKGROUND = -MNIST_MEAN / MNIST_STD  # value of a blank pixel after normalisation
@@ -187,6 +191,18 @@ def load_data(mnist_dir: str | None = None) -> MnistData:
 # Model
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout drawing its masks from `generator` (the run's own random stream) instead of torch's global one."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+
 class Net(nn.Module):
     """Seed 000's CNN, layer for layer."""
 
@@ -195,7 +211,7 @@ class Net(nn.Module):
         self.conv1 = nn.Conv2d(1, 32, kernel_size=5)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=5)
         self.fc1 = nn.Linear(1024, 512)
-        self.dropout = nn.Dropout(0.5)
+        self.dropout = Dropout(0.5)
         self.fc2 = nn.Linear(512, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 1, 28, 28) -> logits (B, 10)
@@ -203,6 +219,21 @@ class Net(nn.Module):
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 64, 4, 4)
         x = self.dropout(F.relu(self.fc1(x.flatten(1))))  # (B, 512)
         return self.fc2(x)
+
+
+def seeded_net(generator: torch.Generator) -> Net:
+    """A fresh Net initialised from `generator` exactly as torch.manual_seed(seed); Net() would (PyTorch's default
+    init of each layer in order), without touching torch's global generator, which other threads share."""
+    with torch.device("meta"):
+        model = Net()
+    model = model.to_empty(device="cpu")
+    for layer in (model.conv1, model.conv2, model.fc1, model.fc2):  # nn.Conv2d / nn.Linear.reset_parameters
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    model.dropout.generator = generator
+    return model
 
 
 # -----------------------------------------------------------------------------
@@ -359,11 +390,10 @@ class TrainingRun:
 def new_run(config: TrainConfig, data: MnistData | None = None) -> TrainingRun:
     validate(config)
     data = data or load_data()
-    torch.manual_seed(config.seed)
-    model = Net()
-    run = TrainingRun(config=config, data=data, model=model, optimizer=make_optimizer(model, config))
-    run.generator.manual_seed(config.seed)
-    return run
+    generator = torch.Generator().manual_seed(config.seed)  # weights, then augmentation and dropout
+    model = seeded_net(generator)
+    return TrainingRun(config=config, data=data, model=model, optimizer=make_optimizer(model, config),
+                       generator=generator)
 
 
 def train_epoch(run: TrainingRun, update_every_s: float = 0.5) -> Iterator[TrainingRun]:
@@ -434,6 +464,7 @@ def evaluate(run: TrainingRun, train_accuracy: float) -> None:
     publish_latest(snapshot)
 
 
+@budget.holds("training")
 def train(run: TrainingRun, update_every_s: float = 0.5) -> Iterator[TrainingRun]:
     """The whole run: epochs of `train_epoch`, a test pass after each. Yields the run for progress (at most
     every `update_every_s`, and after each epoch's test). When training ends (last epoch, stop, time limit) it
@@ -537,10 +568,49 @@ class BlankSketchError(ValueError):
         super().__init__("the sketch is empty: draw a digit first")
 
 
+class ImageError(ValueError):
+    """A file that is not a picture ChatLab can read, or one too large to decode; the message says which."""
+
+
+# A picture larger than this is refused from its header, before a byte of it is decoded: a 120 KB PNG can hold
+# 10000x10000 pixels (300 MB decoded, 1.6 GB as float arrays). A digit needs ~28x28.
+MAX_IMAGE_PIXELS = 4096 * 4096
+WORKING_SIZE = 1024  # a picture is shrunk to at most this (longer side) before its pixels become float arrays
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """A picture file, its size checked from the header before it is decoded; ImageError if it is not a picture,
+    is too large, or cannot be decoded."""
+    name = Path(path).name
+    try:
+        with warnings.catch_warnings():  # PIL warns from 89 M pixels; the check below refuses far earlier
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as error:  # beyond PIL's own limit (the app sets it to 2x ours)
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,}" if found else "far too many"
+        raise ImageError(f"The image is {size} pixels; the most is {MAX_IMAGE_PIXELS:,} pixels (e.g. 4096x4096). "
+                         "A digit needs far fewer: MNIST's are 28x28.") from None
+    except (OSError, ValueError, SyntaxError):  # PIL's UnidentifiedImageError is an OSError
+        raise ImageError(f"{name} is not an image ChatLab can read: send a PNG, JPEG, WebP, GIF or BMP.") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageError(f"The image is {width}x{height} pixels; the most is {MAX_IMAGE_PIXELS:,} pixels (e.g. "
+                         "4096x4096). A digit needs far fewer: MNIST's are 28x28.")
+    try:
+        image.draft("RGBA", (WORKING_SIZE, WORKING_SIZE))  # JPEGs decode straight at a reduced scale
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{name} could not be decoded as an image ({type(error).__name__}).") from None
+    return image
+
+
 def ink_of(image) -> np.ndarray:
     """Any picture -> float32 (H, W) ink in [0, 1]. Accepts the Sketchpad's EditorValue dict (uses the
     composite, else the layers), a PIL image, a numpy array (H, W[, 3|4]) or a file path. Dark strokes on
-    a light or transparent background, and light strokes on a dark background (MNIST style), both work."""
+    a light or transparent background, and light strokes on a dark background (MNIST style), both work.
+    Pictures larger than WORKING_SIZE are shrunk first (a digit survives it; a huge array would not)."""
     if isinstance(image, dict):
         parts = [image.get("composite")] + list(image.get("layers") or [])
         parts = [p for p in parts if p is not None]
@@ -548,13 +618,22 @@ def ink_of(image) -> np.ndarray:
             raise BlankSketchError()
         image = parts[0]
     if isinstance(image, (str, Path)):
-        image = Image.open(image)
+        image = open_image(image)
     if isinstance(image, np.ndarray):
         array = image
+        if array.size > MAX_IMAGE_PIXELS * 4:
+            raise ImageError(f"The image is {array.shape} pixels; the most is {MAX_IMAGE_PIXELS:,} pixels.")
         if array.dtype != np.uint8:
             array = (np.clip(array, 0, 1) * 255 if array.max() <= 1 else np.clip(array, 0, 255)).astype(np.uint8)
         image = Image.fromarray(array)
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
+    if not isinstance(image, Image.Image):
+        raise ImageError(f"Expected a picture, got {type(image).__name__}.")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"The image is {image.width}x{image.height} pixels; the most is {MAX_IMAGE_PIXELS:,}.")
+    image = image.convert("RGBA")
+    if max(image.size) > WORKING_SIZE:
+        image.thumbnail((WORKING_SIZE, WORKING_SIZE))
+    rgba = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 4)
     gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     alpha = rgba[..., 3]
     ink = alpha * (1.0 - gray)  # transparent = no ink; on a light background dark = ink
@@ -627,10 +706,11 @@ def latest_model() -> Net | None:
 
 def classify_with_latest(image) -> dict[str, float]:
     """classify_digit: digit probabilities from the most recently trained model on this server."""
+    digit = sketch_to_mnist(image)  # the picture is checked first: a bad file says so even before any training
     model = latest_model()
     if model is None:
         raise NoModelError()
-    return classify(model, image)
+    return digit_probabilities(model, digit)
 
 
 class CheckpointError(ValueError):

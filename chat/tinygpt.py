@@ -16,7 +16,6 @@ repeated conversations (tech_support repeats some a hundred times) are kept once
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
@@ -36,6 +35,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 from transformers import GPT2Config, GPT2LMHeadModel
+
+from chat import budget
 
 ROLES = ("User", "Bot")  # speaker names in the training text; turns alternate, the User speaks first
 CORPUS_PACKAGE = "chatterbot_corpus"
@@ -500,8 +501,9 @@ def new_run(config: TinyGPTConfig) -> TrainingRun:
         raise TinyGPTError("too_little_text", f"too little text: {len(train_ids)} training and {len(val_ids)} "
                            f"validation tokens, each needs more than {need} for a context of {config.block_size}: "
                            "pick more topics or a shorter context", train=len(train_ids), val=len(val_ids), need=need)
-    torch.manual_seed(config.seed)
-    model = build_model(config, tokenizer.vocab_size, tokenizer.newline_id)
+    with torch.random.fork_rng(devices=[]):  # transformers' init draws from the global generator: seed it only here
+        torch.manual_seed(config.seed)
+        model = build_model(config, tokenizer.vocab_size, tokenizer.newline_id)
     fixed = torch.Generator().manual_seed(config.seed + 1)
     val_starts = torch.randint(len(val_ids) - config.block_size - 1, (config.eval_batches, config.batch_size),
                                generator=fixed)
@@ -593,14 +595,18 @@ def generate(model: GPT2LMHeadModel, tokenizer, prompt_ids: list[int], max_new_t
     prompt_ids = prompt_ids[-(block - max_new_tokens):]
     was_training = model.training
     model.eval()
-    # a seeded sample draws from a forked stream; an unseeded one (chat) from the global one, so replies vary
-    with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
-        if seed is not None:
-            torch.manual_seed(seed)
-        kwargs = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, use_cache=True,
-                             eos_token_id=tokenizer.newline_id if stop_at_newline else None,
-                             pad_token_id=tokenizer.newline_id, top_k=None, top_p=None, **kwargs)
+    # sampling draws from this call's own generator (seeded, or fresh for chat), never torch's global one
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper
+
+    from chat.generation import SampleWithGenerator, sampling_generator
+
+    processors = LogitsProcessorList()
+    if temperature > 0:
+        processors += [TemperatureLogitsWarper(temperature), SampleWithGenerator(sampling_generator(seed))]
+    out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, use_cache=True,
+                         eos_token_id=tokenizer.newline_id if stop_at_newline else None,
+                         pad_token_id=tokenizer.newline_id, do_sample=False, logits_processor=processors,
+                         temperature=None, top_k=None, top_p=None)
     model.train(was_training)
     return tokenizer.decode(out[0, len(prompt_ids):].tolist())
 
@@ -654,6 +660,7 @@ def _log_train_loss(run: TrainingRun, loss_sum: torch.Tensor, count: int) -> boo
     return False
 
 
+@budget.holds("training")
 def train(run: TrainingRun, update_every_s: float = 0.5) -> Iterator[TrainingRun]:
     """The app's training loop; resumes where the run is. Yields `run` at most every `update_every_s` seconds
     (and once right after the step-0 evaluation and sample). Ends, with `run.status` and `run.message` saying why,

@@ -195,10 +195,17 @@ def get_tokenizer(name: str) -> Tokenizer:
         return _LOADED[name]
 
 
-@functools.lru_cache(maxsize=256)
 def encoding_name_for(model: str) -> str:
     """The encoding behind a model name ('gpt-4o-mini' -> 'o200k_base') or an encoding name itself."""
-    key = model.strip()
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model must be a model name tiktoken knows (gpt-4o, gpt-3.5-turbo, ...) or an encoding "
+                         f"name ({', '.join(tokenizer_names())}), got {model!r}")
+    return _encoding_name_for(model.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _encoding_name_for(key: str) -> str:
+    model = key
     if key in _REGISTRY or key in ENCODING_ALIASES:
         return ENCODING_ALIASES.get(key, key)
     try:
@@ -225,11 +232,26 @@ def encode(text: str, model: str = "gpt-4o", special: bool = False) -> list[int]
     return tokenizer_for(model).encode(text, special)
 
 
-def count_tokens(text: str, model: str = "gpt-4o", special: bool = False) -> int:
-    """How many tokens `text` is for a model (a model name or an encoding name)."""
+# 10 MB of text at most: tiktoken counts it in ~0.5 s; the chat model's tokenizer in ~5-10 s, in bounded memory
+MAX_TEXT_CHARS = 10_000_000
+
+
+def check_text(text, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` if it is a str of at most `limit` characters, else a clear TypeError / ValueError."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, not {type(text).__name__}")
-    return len(tokenizer_for(model).encode(text, special))
+    if len(text) > limit:
+        raise ValueError(f"The text is {len(text):,} characters; the most ChatLab counts at once is {limit:,}.")
+    return text
+
+
+def count_tokens(text: str, model: str = "gpt-4o", special: bool = False) -> int:
+    """How many tokens `text` is for a model (a model name or an encoding name). Tokenizers with a `count` method
+    (the chat model's) count long texts in chunks, in bounded memory."""
+    check_text(text)
+    tokenizer = tokenizer_for(model)
+    count = getattr(tokenizer, "count", None)
+    return count(text, special) if count is not None else len(tokenizer.encode(text, special))
 
 
 # OpenAI's rule for chat models (openai-cookbook, "How to count tokens with tiktoken"): every message costs

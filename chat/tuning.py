@@ -6,8 +6,9 @@
 - `start(run, trainer)`: a TRL trainer running in a thread, watched through TrainerCallback hooks (as TRL's own
   callbacks are): every step's logs, a stop that acts within one step, a time budget, and a NaN guard that restores
   the last adapter whose loss and weights were finite.
-- One training run at a time on this machine (`training_slot`): training takes both cores, so a second run is
-  refused with a message saying which run is busy and for how long, never queued behind it silently.
+- One training run at a time on this machine (`training_slot`, which also holds the server's "training" slot that
+  MNIST and Tiny GPT take, chat.budget): training takes both cores, so a second run is refused with a message saying
+  which run is busy and for how long, never queued behind it silently.
 - `TUNED`: this process's tuned models by browser session and kind ("sft", "dpo"), LRU-bounded; the Chat tab and the
   API chat with them.
 
@@ -40,6 +41,7 @@ import huggingface_hub.constants as _hub  # noqa: E402
 _hub.HF_HUB_OFFLINE = True
 _hub.HF_HUB_DISABLE_TELEMETRY = True
 
+from chat import budget  # noqa: E402
 from chat.models import LoadedModel  # noqa: E402
 
 
@@ -293,6 +295,9 @@ class _TrainingSlot:
         with self._lock:
             busy = self.holder
             if busy is None:
+                if not budget.try_take("training"):  # the server's training slot: MNIST or Tiny GPT is training
+                    raise TuningError("busy_other", "Another training run (MNIST or Tiny GPT) is using this machine's "
+                                      "CPU; one run trains at a time. Start yours when it ends.")
                 self.holder = run
                 return
         raise self.refusal(busy)
@@ -307,6 +312,7 @@ class _TrainingSlot:
         with self._lock:
             if self.holder is run:
                 self.holder = None
+                budget.give_back("training")
 
     @property
     def busy(self) -> bool:

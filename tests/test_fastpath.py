@@ -200,3 +200,14 @@ def test_with_the_package_cached_a_fresh_load_chats_at_once_and_takes_the_model_
     assert isinstance(loaded.model, torch.nn.Module) and loaded.fast.model is loaded.model
     second, _ = g.chat_reply(ASK, params, loaded)  # the prompt batched on the transformers model
     assert first == second and "Paris" in first
+
+
+# --- hardening (issue 15) -----------------------------------------------------------------------------------------
+
+
+def test_the_prefill_keeps_only_the_last_rows_logits(chat_model, eager):
+    """All T rows of logits are (T, 49,152) floats: 1.6 GB for an 8k prompt, kept alive by a view of the last row."""
+    logits, _, _ = eager.prefill(list(range(100, 700)), 700)
+    vocab = chat_model.model.config.vocab_size
+    kept = logits.untyped_storage().nbytes()  # a number: pytest would print a storage's every byte
+    assert logits.shape == (vocab,) and kept == 4 * vocab

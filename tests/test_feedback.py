@@ -152,6 +152,29 @@ def test_dpo_and_fine_tuning_share_the_one_training_slot(tiny):
     assert first.status == "stopped" and not tuning.training_busy()
 
 
+def test_tuning_and_the_other_tabs_training_share_the_servers_training_slot(tiny):
+    """MNIST and Tiny GPT train under chat.budget's "training" slot; a DPO or SFT run takes the same slot, so the
+    two never train at once, whichever started first, and the one that comes second is told why."""
+    from chat import budget, finetune
+
+    with budget.slot("training", wait_s=0):  # MNIST (or Tiny GPT) is training
+        with pytest.raises(TuningError) as refused:
+            finetune.start_run([finetune.Demonstration("a", "b")] * 2, "", finetune.SFTSettings(max_steps=1),
+                               base=tiny)
+        assert refused.value.code == "busy_other" and not tuning.training_busy()
+    first = feedback.start_run(PAIRS, "", DPOSettings(**{**QUICK.__dict__, "max_steps": 200}), base=tiny,
+                               kl_texts=[])
+    try:
+        assert budget.running("training") == 1
+        with pytest.raises(budget.BusyError):  # MNIST's or Tiny GPT's start now
+            with budget.slot("training", wait_s=0):
+                pass
+    finally:
+        first.stop.set()
+        first.wait(60)
+    assert budget.running("training") == 0
+
+
 def test_presets_are_valid_and_hold_out_pairs_they_never_train_on():
     for key in feedback.PRESETS:
         p = feedback.preset(key)

@@ -349,3 +349,66 @@ def test_views_show_curves_digits_and_a_confusion_matrix(trained):
     wrong = mnist.test_digits(trained, 40, only_wrong=True)
     assert all(p != t for _, p, t in wrong) and len(wrong) == min(40, 1000 - np.trace(matrix))
     assert mnist.test_digits(trained, 5)[0][0].size == (56, 56)
+
+
+# --- hardening (issue 15): pictures from strangers, seeds that are the run's own ------------------------------
+
+
+def test_a_small_png_of_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("1", (10_000, 10_000), 1).save(path)  # 100 M pixels in a few kB
+    assert path.stat().st_size < 200_000
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(mnist.ImageError, match="10000x10000 pixels"):
+        mnist.classify_with_latest(str(path))
+
+
+@pytest.mark.parametrize("content, name", [(b"hello, not an image", "notes.txt"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+                                                                                  "broken.png")])
+def test_a_file_that_is_not_an_image_is_a_clear_error(content, name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(mnist.ImageError, match=name):
+        mnist.sketch_to_mnist(str(path))
+
+
+def test_a_dark_digit_on_a_transparent_background_is_read_from_its_file(tmp_path, trained):
+    picture = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(picture).line([(140, 40), (135, 240)], fill=(0, 0, 0, 255), width=22)
+    picture.save(tmp_path / "one.png")
+    mnist.publish_latest(trained.snapshot)
+    assert list(mnist.classify_with_latest(str(tmp_path / "one.png")))[0] == "1"
+
+
+def test_a_large_photo_is_shrunk_before_its_pixels_become_arrays(tmp_path):
+    picture = Image.new("RGB", (4000, 3000), "white")
+    ImageDraw.Draw(picture).line([(2000, 300), (1950, 2700)], fill="black", width=250)
+    picture.save(tmp_path / "photo.jpg")
+    assert mnist.ink_of(str(tmp_path / "photo.jpg")).shape[1] <= mnist.WORKING_SIZE
+    assert mnist.sketch_to_mnist(str(tmp_path / "photo.jpg")).shape == (1, 1, 28, 28)
+
+
+def test_a_run_is_seeded_without_touching_torchs_global_generator(data):
+    before = torch.random.get_rng_state()
+    first = mnist.new_run(mnist.preset("seed", seed=3), data)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(12345)  # another thread reseeding the global generator changes nothing for the run
+    second = mnist.new_run(mnist.preset("seed", seed=3), data)
+    assert all(torch.equal(p, q) for p, q in zip(first.model.parameters(), second.model.parameters()))
+
+
+def test_the_same_seed_trains_the_same_curve_while_others_use_the_global_generator(data):
+    def losses(disturb: bool) -> list:
+        run = mnist.new_run(mnist.preset("seed", seed=5, epochs=1), data)
+        for step, _ in enumerate(mnist.train_epoch(run, update_every_s=0.0)):
+            if disturb:
+                torch.manual_seed(step)  # what a seeded request elsewhere did to the old, shared stream
+                torch.rand(1000)
+            if run.step >= 20:
+                break
+        return run.losses
+
+    assert losses(False) == losses(True)

@@ -193,3 +193,53 @@ def test_a_tokenizer_that_is_not_ready_is_skipped_instead_of_waited_for(monkeypa
     tokens.register_tokenizer("still-loading", build_blocks, "a model being loaded", ready=lambda: False)
     names = [e.encoding for e in tokens.encode_all("hello", wait=False)]
     assert "still-loading" not in names and names[:3] == list(tokens.TIKTOKEN_ENCODINGS)
+
+
+# --- hardening (issue 15): bounded counting ---------------------------------------------------------------------
+
+
+def test_a_missing_model_name_is_a_clear_error():
+    for bad in (None, "", "   ", 5):
+        with pytest.raises(ValueError, match="model must be"):
+            tokens.count_tokens("hello", bad)
+
+
+def test_more_than_10_mb_is_refused_before_any_tokenizer_runs(monkeypatch):
+    monkeypatch.setattr(tokens, "tokenizer_for", lambda model: pytest.fail("tokenized"))
+    with pytest.raises(ValueError, match="10,000,000"):
+        tokens.count_tokens("x" * (tokens.MAX_TEXT_CHARS + 1))
+
+
+def test_the_chat_models_tokenizer_counts_long_texts_in_chunks_exactly(chat_model):
+    from chat import models
+    from chat.bench import _mixed_text
+
+    tokenizer = models.ModelTokenizer(chat_model.tokenizer)
+    text = _mixed_text(400_000) + "   \n\n\t  " * 5000 + "<|im_start|>" * 3 + "长文本" * 30_000
+    pieces = list(models._chunks(text))
+    assert len(pieces) > 8 and "".join(pieces) == text
+    expected = len(chat_model.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    assert tokenizer.count(text) == expected == len(tokenizer.encode(text))
+
+
+def test_counting_10_mb_with_the_chat_models_tokenizer_stays_in_bounded_memory(chat_model):
+    """In a fresh process: one call on 10 MB held ~1.6 GB; in chunks it holds ~100 MB."""
+    import subprocess
+    import sys
+
+    folder = chat_model.tokenizer.name_or_path
+    code = (
+        "import resource, sys\n"
+        "from transformers import PreTrainedTokenizerFast\n"
+        "from chat import models, tokens\n"
+        "from chat.bench import _mixed_text\n"
+        f"tokenizer = models.ModelTokenizer(PreTrainedTokenizerFast.from_pretrained({str(folder)!r}))\n"
+        "tokens.register_tokenizer('chat-model', lambda: tokenizer, 'the chat model')\n"
+        "text = _mixed_text(10_000_000)\n"
+        "tokens.count_tokens('warm up', 'chat-model')\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "count = tokens.count_tokens(text, 'chat-model')\n"
+        "print(count, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    count, peak_mb = map(int, out.stdout.split())
+    assert count > 5_000_000 and peak_mb < 400

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
 
-from chat import generation, models, tuning
+from chat import budget, downloads, generation, models, tuning
+from chat.ui import limits
 from chat.ui.i18n import STRINGS, T, tr
 
 SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")  # <|im_start|>, <|im_end|>, <|endoftext|> ...
@@ -50,11 +49,13 @@ def stats_line(stats: generation.ReplyStats, request: gr.Request | None) -> str:
 
 
 def conversation(history: list[dict], system: str, message: str | None = None) -> list[dict]:
-    """The turns the model should see: system prompt, the history without stats notes, then the new message."""
+    """The turns the model should see: system prompt, the history without stats notes, then the new message.
+    ValueError for a history that is not a list of messages (an API client's history=5)."""
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"The system prompt must be text, got {type(system).__name__}.")
     turns = [{"role": "system", "content": system}] if system and system.strip() else []
-    for item in history or []:
-        if isinstance(item, dict) and not (item.get("metadata") or {}).get("title"):
-            turns.append({"role": item.get("role"), "content": generation.flatten_content(item.get("content"))})
+    turns += generation.normalize_messages([item for item in generation.check_history(history) if not (
+        isinstance(item, dict) and (item.get("metadata") or {}).get("title"))])  # the stats notes left out
     if message is not None:
         turns.append({"role": "user", "content": message})
     return generation.normalize_messages(turns)
@@ -84,26 +85,37 @@ def chat_model(variant: str, request: gr.Request | None) -> models.LoadedModel:
 def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
             max_new_tokens: int, repetition_penalty: float, seed: int, variant: str = "original",
             request: gr.Request = None):
-    """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive."""
+    """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive. Every input is checked
+    before the model runs; a bad one is a clear gr.Error."""
+    if message is not None and not isinstance(message, (str, dict, list)):
+        raise gr.Error(tr(request, "chat.bad_input", error=f"The message must be text, got {type(message).__name__}."))
     message = generation.flatten_content(message)
     if not message.strip():
         raise gr.Error(tr(request, "chat.bad_input", error="Type a message first."))
-    params = generation.GenerationParams(
-        temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), max_new_tokens=int(max_new_tokens),
-        repetition_penalty=float(repetition_penalty), seed=None if seed is None or int(seed) < 0 else int(seed))
+    cancel = threading.Event()
+    key = getattr(request, "session_hash", None) or str(id(cancel))
+    with _CANCELS_LOCK:  # the stop button can stop the prompt's trimming too
+        _CANCELS[key] = cancel
     try:
+        params = generation.GenerationParams.from_inputs(temperature, top_p, top_k, max_new_tokens,
+                                                         repetition_penalty, seed)
+        turns = conversation(history, system, message)
         if not models.is_loaded():
             gr.Info(tr(request, "chat.loading"))
         loaded = chat_model(variant, request)
-        cancel = threading.Event()
-        stream = generation.stream_chat(conversation(history, system, message), params, loaded, cancel)
+        stream = generation.stream_chat(turns, params, loaded, cancel)
     except models.ModelLoadError as error:
+        _forget(key, cancel)
         raise gr.Error(tr(request, "chat.model_error", error=error)) from None
     except ValueError as error:
+        _forget(key, cancel)
         raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
-    key = getattr(request, "session_hash", None) or str(id(stream))
-    with _CANCELS_LOCK:
-        _CANCELS[key] = cancel
+    except generation.CancelledError:
+        _forget(key, cancel)
+        return
+    except gr.Error:  # no such model for this session
+        _forget(key, cancel)
+        raise
     used = len(stream.prompt.ids)
     view = prompt_view(stream.prompt.text)
     notes = tr(request, "chat.dropped", n=stream.prompt.dropped) if stream.prompt.dropped else ""
@@ -117,26 +129,43 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
                 yield answer, notes, gauge(used + stream._streamer.tokens, loaded.context_window, request), header
                 header, shown_at = gr.skip(), now  # the prompt view is sent once
     except RuntimeError as error:
+        if isinstance(error.__cause__, budget.BusyError):
+            raise limits.busy(request, error.__cause__) from None
         raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
     finally:
-        with _CANCELS_LOCK:
-            if _CANCELS.get(key) is cancel:
-                del _CANCELS[key]
+        _forget(key, cancel)
     line = stats_line(stream.stats, request)
     messages = [{"role": "assistant", "content": answer},
                 {"role": "assistant", "content": "", "metadata": {"title": line, "status": "done"}}]
     yield messages, notes, gauge(used + stream.stats.new_tokens, loaded.context_window, request), header
 
 
-def chat(message: str, history: list[dict] | None = None, system: str = STRINGS["chat.system_default"][0],
-         temperature: float = 0.7, top_p: float = 0.9, top_k: int = 50, max_new_tokens: int = 256,
-         repetition_penalty: float = 1.1, seed: int = -1, model: str = "original",
-         request: gr.Request = None) -> Iterator[str]:
-    """Stream the model's reply to `message` after `history` ([{"role", "content"}]): yields the answer so far.
-    `model` is "original" (the chat model), or "sft" / "dpo": the model this API session fine-tuned or aligned."""
-    for answer, *_ in respond(message, history or [], system, temperature, top_p, top_k, max_new_tokens,
-                              repetition_penalty, seed, model, request):
-        yield answer if isinstance(answer, str) else answer[0]["content"]
+def _forget(key: str, cancel: threading.Event) -> None:
+    with _CANCELS_LOCK:
+        if _CANCELS.get(key) is cancel:
+            del _CANCELS[key]
+
+
+def chat_endpoint(defaults: generation.GenerationParams):
+    """The public `chat` API function, its defaults the chat model's own (see models.chat_defaults)."""
+    d = defaults
+
+    def chat(message: str, history: list[dict] | None = None, system: str = STRINGS["chat.system_default"][0],
+             temperature: float = d.temperature, top_p: float = d.top_p, top_k: int = d.top_k,
+             max_new_tokens: int = d.max_new_tokens, repetition_penalty: float = d.repetition_penalty,
+             seed: int = -1, model: str = "original", request: gr.Request = None) -> Iterator[str]:
+        """Stream the model's reply to `message` after `history` ([{"role", "content"}]): yields the answer so far.
+        The sampling defaults are the model's own (SmolLM2: its card's temperature 0.2, top-p 0.9); seed -1 =
+        random, any other seed gives the same reply for the same inputs. `model` is "original" (the chat model), or
+        "sft" / "dpo": the model this API session fine-tuned or aligned."""
+        for answer, *_ in respond(message, history, system, temperature, top_p, top_k, max_new_tokens,
+                                  repetition_penalty, seed, model, request):
+            yield answer if isinstance(answer, str) else answer[0]["content"]
+
+    return chat
+
+
+chat = chat_endpoint(generation.GenerationParams())  # the default model's; build() makes the selected model's
 
 
 def stop_reply(request: gr.Request) -> None:
@@ -154,8 +183,11 @@ def export(history: list[dict], system: str, request: gr.Request = None):
         streaming = getattr(request, "session_hash", None) in _CANCELS
     if streaming:
         return gr.skip(), gr.skip()
-    turns = conversation(history, system)
-    folder = Path(tempfile.mkdtemp(prefix="chatlab-chat-"))
+    try:
+        turns = conversation(history, system)
+    except ValueError:
+        return gr.skip(), gr.skip()
+    folder = downloads.folder("chat", getattr(request, "session_hash", None))  # one per session, rewritten
     markdown = "\n\n".join(f"**{t['role']}**:\n\n{t['content']}" for t in turns) + "\n"
     (folder / "conversation.md").write_text(markdown, encoding="utf-8")
     (folder / "conversation.json").write_text(json.dumps(turns, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -163,6 +195,7 @@ def export(history: list[dict], system: str, request: gr.Request = None):
 
 
 def build() -> None:
+    defaults = models.chat_defaults()
     with gr.Tab(T("chat.tab"), id="chat"):
         gr.Markdown(T("chat.intro"))
         status = gr.Markdown(elem_id="chat-model-status")
@@ -180,23 +213,32 @@ def build() -> None:
                         export_json = gr.DownloadButton(T("chat.export_json"), elem_id="chat-export-json")
             with gr.Column(scale=3):
                 with gr.Accordion(T("chat.settings"), open=False):
+                    gr.Markdown(T("chat.defaults_note"), elem_id="chat-defaults-note")
                     system = gr.Textbox(STRINGS["chat.system_default"][0], label=T("chat.system"), lines=2,
                                         elem_id="chat-system")
                     with gr.Row():
-                        temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label=T("chat.temperature"),
-                                                info=T("chat.temperature_info"), elem_id="chat-temperature")
-                        top_p = gr.Slider(0.05, 1.0, 0.9, step=0.05, label=T("chat.top_p"), info=T("chat.top_p_info"))
-                        top_k = gr.Slider(0, 200, 50, step=1, label=T("chat.top_k"), info=T("chat.top_k_info"))
+                        temperature = gr.Slider(0.0, 2.0, defaults.temperature, step=0.05, label=T("chat.temperature"),
+                                                info=T("chat.temperature_quality"), elem_id="chat-temperature")
+                        top_p = gr.Slider(0.05, 1.0, defaults.top_p, step=0.05, label=T("chat.top_p"),
+                                          info=T("chat.top_p_quality"), elem_id="chat-top-p")
+                        top_k = gr.Slider(0, 200, defaults.top_k, step=1, label=T("chat.top_k"),
+                                          info=T("chat.top_k_quality"), elem_id="chat-top-k")
                     with gr.Row():
-                        max_new_tokens = gr.Slider(1, 1024, 256, step=1, label=T("chat.max_new_tokens"),
+                        max_new_tokens = gr.Slider(1, 1024, defaults.max_new_tokens, step=1,
+                                                   label=T("chat.max_new_tokens"), info=T("chat.max_new_tokens_info"),
                                                    elem_id="chat-max-new-tokens")
-                        repetition_penalty = gr.Slider(0.8, 1.5, 1.1, step=0.01, label=T("chat.repetition_penalty"))
-                        seed = gr.Number(-1, precision=0, label=T("chat.seed"), minimum=-1, maximum=2**32 - 1)
+                        repetition_penalty = gr.Slider(0.8, 1.5, defaults.repetition_penalty, step=0.01,
+                                                       label=T("chat.repetition_penalty"),
+                                                       info=T("chat.repetition_penalty_quality"),
+                                                       elem_id="chat-repetition-penalty")
+                        seed = gr.Number(-1, precision=0, label=T("chat.seed"), info=T("chat.seed_info"), minimum=-1,
+                                         maximum=2**32 - 1, elem_id="chat-seed")
                 variant = gr.Radio([(T("chat.model_original"), "original"), (T("chat.model_sft"), "sft"),
                                     (T("chat.model_dpo"), "dpo")], value="original", label=T("chat.model"),
                                    info=T("chat.model_info"), elem_id="chat-model")
                 notes = gr.Markdown(elem_id="chat-notes")
                 chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
+                first_event = limits.next_event_id()
                 interface = gr.ChatInterface(
                     respond, chatbot=chatbot, editable=True, api_name="chat_ui", api_visibility="undocumented",
                     textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
@@ -205,9 +247,12 @@ def build() -> None:
                                        variant],
                     additional_outputs=[notes, context, prompt],
                     examples=[[STRINGS[f"chat.example_{i}"][0]] for i in range(1, 5)],
-                    run_examples_on_click=True, concurrency_limit=2, fill_height=False,
+                    run_examples_on_click=True, concurrency_limit=budget.limit("chat"), fill_height=False,
                 )
-        gr.api(chat, api_name="chat")
+                # its submit, retry, edit, example and API events run the model: they join the "chat" group
+                limits.join("chat", [fn for fn in limits.events_since(first_event)
+                                     if fn.concurrency_limit == budget.limit("chat")])
+        gr.api(chat_endpoint(defaults), api_name="chat", **limits.heavy("chat"))
         interface.textbox.stop(stop_reply, None, None, queue=False, api_visibility="private")
         chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
                        show_progress="hidden", trigger_mode="always_last")

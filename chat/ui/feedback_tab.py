@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +11,13 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from chat import feedback, models, reward, tuning
+from chat import downloads, feedback, models, reward, tuning
 from chat.feedback import DPOSettings, Preference
 from chat.tuning import TUNED, TuningError
-from chat.ui.finetune_tab import error_text, follow, release, stop, watch
+from chat.ui.finetune_tab import RUN_TTL_S, error_text, follow, release, stop, watch
+from chat.ui import limits
 from chat.ui.i18n import T, both, localized, tr
 
-FILES = Path(tempfile.mkdtemp(prefix="chatlab-feedback-"))  # exports, one per session
 DEFAULT = feedback.preset("concise")
 CUSTOM = "custom"
 COLORS = {"chosen": "#16a34a", "rejected": "#dc2626", "margin": "#2563eb", "accuracy": "#7c3aed", "kl": "#f97316"}
@@ -91,7 +90,7 @@ def import_jsonl(file, request: gr.Request):
 
 
 def export_jsonl(frame, request: gr.Request):
-    path = FILES / f"preferences-{_session(request) or 'api'}.jsonl"
+    path = downloads.folder("feedback", _session(request)) / "preferences.jsonl"
     path.write_text(feedback.to_jsonl(frame_pairs(frame)), encoding="utf-8")
     return str(path)
 
@@ -342,7 +341,7 @@ def build() -> None:
         gr.Markdown(T("feedback.intro"))
         pending = gr.State(None)  # (prompt, answer A, answer B) waiting for a choice
         rm = gr.State(None)
-        run = gr.State(None, delete_callback=release)
+        run = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=release)
         s = DEFAULT.settings
 
         gr.Markdown(T("feedback.step1"))
@@ -426,7 +425,7 @@ def build() -> None:
         gr.Markdown(T("feedback.hacking"))
         gr.Markdown(T("feedback.chat_hint"))
 
-        heavy = dict(concurrency_limit=2, concurrency_id="chatlab-feedback-sample", api_visibility="private")
+        heavy = dict(api_visibility="private", **limits.heavy("model"))  # the server's "model" group (chat.budget)
         ask.click(two_answers, [prompt, rm], [pending, answer_a, answer_b, score_a, score_b], **heavy)
         prompt.submit(two_answers, [prompt, rm], [pending, answer_a, answer_b, score_a, score_b], **heavy)
         picked = [pending, answer_a, answer_b, score_a, score_b, table, key]
@@ -437,8 +436,7 @@ def build() -> None:
         key.change(load_preset, key, preset_outputs, api_visibility="private")
         upload.upload(import_jsonl, upload, [table, key], api_visibility="private")
         export.click(export_jsonl, table, export, api_visibility="private")
-        train_rm.click(train_reward, [table, key], [rm, rm_status], concurrency_limit=1,
-                       concurrency_id="chatlab-feedback-reward", api_visibility="private")
+        train_rm.click(train_reward, [table, key], [rm, rm_status], **heavy)
         bon.click(best_of_n, [bon_prompt, n, rm], bon_out, **heavy)
         outputs = [run, progress, rewards_plot, health_plot, comparison]
         start_btn.click(start, [table, key, beta, lr, steps, batch, layers, budget, rm, run], outputs,
@@ -446,7 +444,8 @@ def build() -> None:
                         concurrency_limit=2, concurrency_id="chatlab-tuning", api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")
         reset_btn.click(reset, run, outputs, api_visibility="private")
-        # two slots: a second caller reaches the training slot and is refused with a clear message, not queued
+        # two queue slots: a second caller reaches the one training slot (tuning.training_slot, which is also the
+        # server's "training" slot of chat.budget) and is refused with a clear message, not queued for minutes
         gr.api(feedback_api, api_name="feedback", concurrency_limit=2, concurrency_id="chatlab-tuning-api")
 
 

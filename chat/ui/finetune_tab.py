@@ -4,21 +4,21 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 import json
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from chat import finetune, models, tuning
+from chat import downloads, finetune, models, tuning
 from chat.finetune import Demonstration, SFTSettings
 from chat.tuning import TuningError
+from chat.ui import limits
 from chat.ui.i18n import STRINGS, T, both, localized, tr
 
-FILES = Path(tempfile.mkdtemp(prefix="chatlab-finetune-"))  # exports and adapters, one of each per session
 DEFAULT = finetune.preset("identity")
 CUSTOM = "custom"
 UPDATE_S = 0.5  # seconds between screen updates while training
+RUN_TTL_S = 7200  # a session's run (its tuned adapter) is released 2 hours after its last update
 
 
 def error_text(request: gr.Request | None, error: TuningError) -> str:
@@ -97,7 +97,7 @@ def import_jsonl(file, request: gr.Request):
 
 def export_jsonl(frame, system: str, request: gr.Request):
     pairs = [p for p in frame_pairs(frame) if p.prompt.strip() or p.response.strip()]
-    path = FILES / f"demonstrations-{_session(request) or 'api'}.jsonl"
+    path = downloads.folder("finetune", _session(request)) / "demonstrations.jsonl"
     path.write_text(finetune.to_jsonl(pairs, system or ""), encoding="utf-8")
     return str(path)
 
@@ -195,7 +195,7 @@ def comparison_html(run: finetune.SFTRun | None, request: gr.Request | None) -> 
 def _download(run: finetune.SFTRun | None, request: gr.Request | None):
     if run is None or run.running or not run.trained:
         return gr.update(value=None, interactive=False)
-    path = FILES / f"adapter-{_session(request) or 'api'}.zip"
+    path = downloads.folder("finetune", _session(request)) / "adapter.zip"
     notes = {"chatlab.json": json.dumps(finetune.summary(run), ensure_ascii=False, indent=2)}
     tuning.zip_adapter(run.model, path, notes)
     return gr.update(value=str(path), interactive=True)
@@ -336,7 +336,7 @@ def release(run) -> None:
 def build() -> None:
     with gr.Tab(T("finetune.tab"), id="finetune"):
         gr.Markdown(T("finetune.intro"))
-        run = gr.State(None, delete_callback=release)
+        run = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=release)
         s = DEFAULT.settings
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=360):
@@ -405,8 +405,9 @@ def build() -> None:
                         concurrency_limit=2, concurrency_id="chatlab-tuning", api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")
         reset_btn.click(reset, run, outputs, api_visibility="private")
-        # two slots: a second caller reaches the training slot and is refused with a clear message, not queued
+        # two queue slots: a second caller reaches the one training slot (tuning.training_slot, which is also the
+        # server's "training" slot of chat.budget) and is refused with a clear message, not queued for minutes
         gr.api(finetune_api, api_name="finetune", concurrency_limit=2, concurrency_id="chatlab-tuning-api")
-        compare_btn.click(compare_again, [run, questions, key, name], comparison, concurrency_limit=1,
-                          concurrency_id="chatlab-tuning-compare", api_visibility="private")
+        compare_btn.click(compare_again, [run, questions, key, name], comparison, api_visibility="private",
+                          **limits.heavy("model"))
 

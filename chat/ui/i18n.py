@@ -165,6 +165,47 @@ STRINGS: dict[str, tuple[str, str]] = {
     "chat.no_dpo": ("No aligned model in this session yet: run DPO in the Human feedback tab first.",
                     "本次会话还没有对齐后的模型：请先在“人类反馈”页运行 DPO。"),
     # --- chat strings (end) ---
+    # --- hardening strings (start) ---
+    "chat.defaults_note": (
+        "The defaults are the model card's: temperature 0.2, top-p 0.9, no repetition penalty. A 135 M model knows "
+        "few things well, so sampling close to its most likely token keeps it on the right answer; a high "
+        "temperature or a repetition penalty makes it drift (`python -m chat.bench quality` measures it).",
+        "默认值来自模型卡：温度 0.2、top-p 0.9、不加重复惩罚。1.35 亿参数的小模型只对少数知识有把握，"
+        "贴近最可能的词元采样能让它守住正确答案；温度调高或加重复惩罚会让它跑偏（`python -m chat.bench quality` 可以测量）。",
+    ),
+    "chat.temperature_quality": (
+        "How far from the most likely token it may stray. 0.2 (the card's) = focused and factual; 0 = greedy; "
+        "above ~0.8 a small model invents and rambles.",
+        "允许偏离最可能词元的程度。0.2（模型卡推荐）= 专注、准确；0 = 贪心；超过约 0.8，小模型就会编造、絮叨。",
+    ),
+    "chat.top_p_quality": (
+        "Cuts the unlikely tail before sampling: 0.9 (the card's) drops the long tail of odd tokens; 1 = off.",
+        "采样前砍掉不太可能的长尾：0.9（模型卡推荐）去掉一长串奇怪的词元；1 = 关闭。",
+    ),
+    "chat.top_k_quality": (
+        "Only the k most likely tokens can be picked: another guard against the tail (50, generate's default; "
+        "0 = off).",
+        "只能从最可能的 k 个词元中选：又一道挡住长尾的闸（默认 50，与 generate 相同；0 = 关闭）。",
+    ),
+    "chat.max_new_tokens_info": ("Length limit of the reply: it stops long answers, it does not improve them.",
+                                 "回复的长度上限：只会截断长回答，不会让回答更好。"),
+    "chat.repetition_penalty_quality": (
+        "Above 1 it pushes down every token already in the text, the question's own words too: a small model then "
+        "avoids the words it needs (\"2+2\" turns into a ramble). 1 = off (the default).",
+        "大于 1 会压低文本中已出现的每个词元，连问题里的词也不放过：小模型于是回避它需要的词（“2+2”变成一通胡扯）。1 = 关闭（默认）。",
+    ),
+    "chat.seed_info": ("Same seed and settings = the same reply, even while others chat.",
+                       "相同的种子和设置 = 相同的回复，即使别人同时在聊天。"),
+    "app.busy": ("The server is busy: {limit} {kind} job(s) are already running, the most this machine runs at "
+                 "once. Try again in a minute.",
+                 "服务器正忙：已有 {limit} 个{kind}任务在运行，这是本机同时能运行的上限。请稍后再试。"),
+    "mnist.bad_image": ("Cannot use this image: {error}", "无法使用这张图片：{error}"),
+    "tokens.live_too_long": (
+        "⚠️ The text is {n:,} characters; the live view counts up to {limit:,}. Count longer texts with the "
+        "count_tokens API or `python -m chat.tokens`.",
+        "⚠️ 文本有 {n:,} 个字符；实时视图最多统计 {limit:,} 个。更长的文本请用 count_tokens API 或 `python -m chat.tokens` 统计。",
+    ),
+    # --- hardening strings (end) ---
     # --- next_token strings (start) ---
     "next.tab": ("Next token", "文字接龙 Next token"),
     "next.intro": (
@@ -757,6 +798,11 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Another training run ({kind}) is using this machine's CPU; one run trains at a time. It ends within "
         "{seconds:.0f} s: start yours then.",
         "另一个训练（{kind}）正在占用这台机器的 CPU；同一时间只能训练一个。它会在 {seconds:.0f} 秒内结束，请稍后再开始。",
+    ),
+    "tuning.error_busy_other": (
+        "Another training run (MNIST or Tiny GPT) is using this machine's CPU; one run trains at a time. Start yours "
+        "when it ends.",
+        "另一个训练（MNIST 或 Tiny GPT）正在占用这台机器的 CPU；同一时间只能训练一个。请等它结束后再开始。",
     ),
     "tuning.error_empty": ("Row {row} has an empty prompt or response.", "第 {row} 行的提示或回答为空。"),
     "tuning.error_too_long": ("Row {row} is {chars} characters long; at most {limit}.",

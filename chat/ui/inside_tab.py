@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from chat import inside, models
+from chat.ui import limits
 from chat.ui.i18n import T, tr
 
 EXAMPLES = [
@@ -655,24 +656,26 @@ def build() -> None:
         gr.Markdown(T("inside.lens_title"))
         lens = gr.HTML(css_template=LENS_CSS, js_on_load=None, elem_id="inside-lens")
 
+        # passes of the model join the server's "model" group (chat.budget); redrawing a stored pass is light
         common = dict(api_visibility="private", concurrency_id="inside", concurrency_limit=2,
                       show_progress="minimal")
+        passes = dict(common, **limits.heavy("model"))
         head_views = [title, lines, heatmap, steps]
         looked = [inspected, status, grid, *head_views, lens, layer, head]
-        tab.select(open_tab, [inspected, text, layer, head, hide], looked, **common)
-        run.click(look, [text, layer, head, hide], looked, **common)
-        text.submit(look, [text, layer, head, hide], looked, **common)
+        tab.select(open_tab, [inspected, text, layer, head, hide], looked, **passes)
+        run.click(look, [text, layer, head, hide], looked, **passes)
+        text.submit(look, [text, layer, head, hide], looked, **passes)
         if next_prompt is not None:
             take.click(take_text, [next_prompt], [text], api_visibility="private", queue=False).then(
-                look, [text, layer, head, hide], looked, **common)
+                look, [text, layer, head, hide], looked, **passes)
         layer.input(show_head, [inspected, layer, head, hide], [grid, *head_views], trigger_mode="always_last",
                     **common)
         head.input(show_head, [inspected, layer, head, hide], [grid, *head_views], **common)
         hide.input(toggle_sink, [inspected, layer, head, hide], [grid, *head_views], **common)
         grid.open_head(open_head, [inspected, hide], [layer, head, grid, *head_views], **common)
         for name, button in probe_buttons.items():
-            button.click(run_probe(name), None, [probe_note, probe_table], **common)
-        probe_table.select(open_ranked_head, [inspected, text, hide], looked, **common)
-        gr.api(attention, api_name="attention")
-        gr.api(logit_lens, api_name="logit_lens")
-        gr.api(head_scores, api_name="head_scores")
+            button.click(run_probe(name), None, [probe_note, probe_table], **passes)
+        probe_table.select(open_ranked_head, [inspected, text, hide], looked, **passes)
+        gr.api(attention, api_name="attention", **limits.heavy("model"))
+        gr.api(logit_lens, api_name="logit_lens", **limits.heavy("model"))
+        gr.api(head_scores, api_name="head_scores", **limits.heavy("model"))

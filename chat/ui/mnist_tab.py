@@ -3,19 +3,17 @@ from __future__ import annotations
 
 import html
 import math
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from chat import mnist
+from chat import budget, downloads, mnist
+from chat.ui import limits
 from chat.ui.i18n import STRINGS, T, tr
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "time_limit_s")  # the controls a preset fills in
 TRAIN_COLOR, TEST_COLOR = "#2563eb", "#ea580c"  # the accuracy plot's lines; its label names them
 GRID_SIZE = 32  # test digits in the prediction grid and the misclassified gallery (4 rows of 8)
-DOWNLOADS = Path(tempfile.mkdtemp(prefix="chatlab-mnist-"))  # one checkpoint file per run, served by Gradio
 
 
 def apply_preset(name: str):
@@ -93,11 +91,10 @@ def _digit_views(run: mnist.TrainingRun, request: gr.Request | None):
     return grid, wrong, _confusion_html(run, request)
 
 
-def _weights_file(run: mnist.TrainingRun):
+def _weights_file(run: mnist.TrainingRun, request: gr.Request | None):
     if run.snapshot is None:
         return gr.update(value=None, interactive=False)
-    path = DOWNLOADS / f"{id(run):x}" / "chatlab-mnist-cnn.pt"
-    path.parent.mkdir(exist_ok=True)
+    path = downloads.folder("mnist", getattr(request, "session_hash", None) or id(run)) / "chatlab-mnist-cnn.pt"
     mnist.save_checkpoint(run, path)
     return gr.update(value=str(path), interactive=True)
 
@@ -107,7 +104,7 @@ def training_view(run, request, digits: bool = False, weights: bool = False):
     The digits (a test pass's results) and the weights file only when asked: they change once per epoch / run."""
     extra = _digit_views(run, request) if digits else (gr.skip(), gr.skip(), gr.skip())
     return run, _progress_html(run, request), *_plots(run, request), *extra, (
-        _weights_file(run) if weights else gr.skip())
+        _weights_file(run, request) if weights else gr.skip())
 
 
 def start_training(preset: str, epochs, batch_size, lr, optimizer: str, time_limit_s, seed,
@@ -130,16 +127,22 @@ def start_training(preset: str, epochs, batch_size, lr, optimizer: str, time_lim
     yield training_view(run, request, weights=True)  # no weights to download until the first epoch is tested
     epochs_shown = 0
     try:
-        for _ in mnist.train(run):
-            new_epoch = len(run.accuracies) > epochs_shown
-            epochs_shown = len(run.accuracies)
-            yield training_view(run, request, digits=new_epoch)
+        try:
+            for _ in mnist.train(run):
+                new_epoch = len(run.accuracies) > epochs_shown
+                epochs_shown = len(run.accuracies)
+                yield training_view(run, request, digits=new_epoch)
+        except budget.BusyError as error:  # every training slot is taken (the queue lets this happen only outside it)
+            raise limits.busy(request, error) from None
         if run.status == "diverged":
             gr.Warning(tr(request, "mnist.status_diverged", epoch=run.diverged_at[0], step=run.diverged_at[1],
                           loss=run.diverged_loss, lr=run.config.lr))
         yield training_view(run, request, weights=True)
     finally:
         run.stop.set()  # the browser went away (generator closed) or the run ended: nothing keeps training
+
+
+RUN_TTL_S = 7200  # a session's run (model, optimizer) is forgotten 2 hours after its last update
 
 
 def stop_training(run: mnist.TrainingRun | None) -> None:
@@ -166,6 +169,8 @@ def classify_sketch(sketch, run: mnist.TrainingRun | None, request: gr.Request):
         digit = mnist.sketch_to_mnist(sketch) if sketch is not None else None
     except mnist.BlankSketchError:
         digit = None
+    except mnist.ImageError as error:
+        raise gr.Error(tr(request, "mnist.bad_image", error=error)) from None
     if digit is None:
         return None, None, tr(request, "mnist.blank")
     seen = mnist.digit_image(digit[0], size=112)
@@ -175,7 +180,9 @@ def classify_sketch(sketch, run: mnist.TrainingRun | None, request: gr.Request):
 
 
 def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
-    """An image of one digit -> probability of each digit, from the model trained most recently on this server."""
+    """An image file of one digit (PNG, JPEG, WebP, ...; a dark digit on white or on a transparent background, or a
+    light one on black) -> probability of each digit, from the model trained most recently on this server. The
+    file's size is checked from its header before it is decoded (at most 4096x4096 pixels)."""
     if image is None:
         raise gr.Error(tr(request, "mnist.blank"))
     try:
@@ -184,13 +191,15 @@ def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
         raise gr.Error(tr(request, "mnist.api_no_model")) from None
     except mnist.BlankSketchError:
         raise gr.Error(tr(request, "mnist.blank")) from None
+    except mnist.ImageError as error:
+        raise gr.Error(tr(request, "mnist.bad_image", error=error)) from None
 
 
 def build() -> None:
     seed_preset = mnist.PRESETS["seed"]
     with gr.Tab(T("mnist.tab"), id="mnist"):
         gr.Markdown(T("mnist.intro"))
-        run = gr.State(None)
+        run = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=stop_training)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=260):
                 preset = gr.Radio([(T("mnist.preset_seed"), "seed"), (T("mnist.preset_fast"), "fast")], value="seed",
@@ -242,8 +251,9 @@ def build() -> None:
                 note = gr.Markdown(elem_id="mnist-sketch-note")
                 seen = gr.Image(label=T("mnist.seen"), type="pil", height=140, interactive=False,
                                 buttons=[], elem_id="mnist-seen")
-        # the classify_digit API: server-wide latest model, any image in; no place in the layout
-        api_image = gr.Image(type="pil", visible=False)
+        # the classify_digit API: server-wide latest model, an image file in (a file, not gr.Image: Gradio would
+        # decode any image, however large, and drop its transparency before classify_digit could look at it)
+        api_image = gr.File(type="filepath", visible=False)
         api_label = gr.Label(visible=False)
         api_button = gr.Button(visible=False)
 
@@ -251,7 +261,7 @@ def build() -> None:
         outputs = [run, progress, loss_plot, accuracy_plot, grid, wrong, confusion, download]
         preset.change(apply_preset, preset, settings, api_visibility="private")
         start.click(start_training, [preset, *settings, seed, run], outputs, show_progress="hidden",
-                    api_visibility="private")
+                    api_visibility="private", **limits.heavy("training"))
         stop.click(stop_training, run, None, queue=False, api_visibility="private")
         upload.upload(load_weights, [upload, run], outputs, api_visibility="private")
         sketch.change(classify_sketch, [sketch, run], [guesses, seen, note], trigger_mode="always_last",

@@ -6,22 +6,40 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from chat import generation, models
+from chat import budget, generation, models
 from chat.tokens import describe_bytes
+from chat.ui import limits
 from chat.ui.i18n import T, tr
 
 TOP = 12  # candidates shown
+SESSION_TTL_S = 1800  # a game untouched for 30 minutes is forgotten (its KV cache freed), even if the client never left
 EXAMPLES = [["The capital of France is"], ["Once upon a time, there was a"], ["我爱北京天"],
             ["def fibonacci(n):"], ["人工智能是"]]
 VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "→"})
 
 
 def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[dict]:
-    """The model's 12 most likely next tokens for `text`: id, label, raw and shaped probabilities."""
+    """The model's 12 most likely next tokens for `text`: id, label, raw and shaped probabilities. The parameters
+    are checked before the model runs."""
     try:
-        return [asdict(c) for c in generation.next_token_candidates(text, temperature, int(top_k), top_p, TOP)]
+        return [asdict(c) for c in generation.next_token_candidates(text, temperature, top_k, top_p, TOP)]
     except (ValueError, models.ModelLoadError) as error:
         raise gr.Error(str(error)) from None
+    except budget.BusyError as error:
+        raise limits.busy(None, error) from None
+
+
+def close_session(session) -> None:
+    """gr.State's delete callback: the game expired or its page closed; free its KV cache now."""
+    if session is not None:
+        session.close()
+
+
+def _knobs(temperature, top_k, top_p, request):
+    try:
+        return generation.shape_params(temperature, top_k, top_p)
+    except ValueError as error:
+        raise gr.Error(tr(request, "next.error", error=error)) from None
 
 
 def _label(candidate: generation.Candidate, rank: int) -> str:
@@ -46,10 +64,8 @@ def views(session, temperature: float, top_k: int, top_p: float, request: gr.Req
     if session is None:
         empty = pd.DataFrame({"token": [], "probability": []})
         return empty, empty, gr.update(choices=[], value=None), [], tr(request, "next.no_session")
-    try:
-        found = session.candidates(temperature, int(top_k), top_p, TOP)
-    except ValueError as error:
-        raise gr.Error(str(error)) from None
+    temperature, top_k, top_p = _knobs(temperature, top_k, top_p, request)
+    found = session.candidates(temperature, top_k, top_p, TOP)
     labels = [_label(c, rank) for rank, c in enumerate(found, 1)]
     raw = pd.DataFrame({"token": labels, "probability": [c.raw_prob for c in found]})
     shaped = pd.DataFrame({"token": labels, "probability": [c.shaped_prob for c in found]})
@@ -63,11 +79,17 @@ def views(session, temperature: float, top_k: int, top_p: float, request: gr.Req
     return raw, shaped, gr.update(choices=choices, value=None), _text_view(session), status
 
 
-def start(prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float, request: gr.Request):
+def start(previous, prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float,
+          request: gr.Request):
+    """A new game from the prompt (the knobs checked first); the previous game's KV cache is freed."""
+    temperature, top_k, top_p = _knobs(temperature, top_k, top_p, request)
     try:
-        session = generation.NextTokenSession(prompt or "", chat=as_chat)
+        session = generation.NextTokenSession(prompt or "", chat=bool(as_chat))
     except (ValueError, models.ModelLoadError) as error:
         raise gr.Error(tr(request, "next.error", error=error)) from None
+    except budget.BusyError as error:
+        raise limits.busy(request, error) from None
+    close_session(previous)
     return session, *views(session, temperature, top_k, top_p, request)
 
 
@@ -75,10 +97,13 @@ def _step(action):
     def handler(session, temperature: float, top_k: int, top_p: float, request: gr.Request):
         if session is None:
             raise gr.Error(tr(request, "next.no_session"))
+        temperature, top_k, top_p = _knobs(temperature, top_k, top_p, request)
         try:
-            action(session, temperature, int(top_k), top_p)
+            action(session, temperature, top_k, top_p)
         except ValueError as error:
             gr.Warning(tr(request, "next.error", error=error))
+        except budget.BusyError as error:
+            raise limits.busy(request, error) from None
         return session, *views(session, temperature, top_k, top_p, request)
     return handler
 
@@ -88,10 +113,17 @@ def _sample_ten(session, temperature, top_k, top_p):
         session.sample(temperature, top_k, top_p)
 
 
+def _token_id(choice) -> int:
+    try:
+        return int(choice)
+    except (TypeError, ValueError):
+        raise ValueError(f"{choice!r} is not a token id.") from None
+
+
 def pick(session, choice: str | None, temperature: float, top_k: int, top_p: float, request: gr.Request):
     if choice is None:
         return session, *views(session, temperature, top_k, top_p, request)
-    return _step(lambda s, *_: s.append(int(choice)))(session, temperature, top_k, top_p, request)
+    return _step(lambda s, *_: s.append(_token_id(choice)))(session, temperature, top_k, top_p, request)
 
 
 def open_tab(session, prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float,
@@ -99,13 +131,13 @@ def open_tab(session, prompt: str, as_chat: bool, temperature: float, top_k: int
     """Opening the tab starts the game on the default prompt, unless a game is already going."""
     if session is not None:
         return session, *views(session, temperature, top_k, top_p, request)
-    return start(prompt, as_chat, temperature, top_k, top_p, request)
+    return start(None, prompt, as_chat, temperature, top_k, top_p, request)
 
 
 def build() -> None:
     with gr.Tab(T("next.tab"), id="next_token") as tab:
         gr.Markdown(T("next.intro"))
-        session = gr.State(None)
+        session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_session)
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox(EXAMPLES[0][0], label=T("next.prompt"), lines=2, elem_id="next-prompt")
@@ -138,15 +170,16 @@ def build() -> None:
 
         knobs = [temperature, top_k, top_p]
         shown = [raw_plot, shaped_plot, candidates, text, status]
-        common = dict(api_visibility="private", concurrency_id="model", show_progress="minimal")
+        common = dict(api_visibility="private", show_progress="minimal", **limits.heavy("model"))
         tab.select(open_tab, [session, prompt, as_chat, *knobs], [session, *shown], **common)
-        start_btn.click(start, [prompt, as_chat, *knobs], [session, *shown], **common)
-        prompt.submit(start, [prompt, as_chat, *knobs], [session, *shown], **common)
+        start_btn.click(start, [session, prompt, as_chat, *knobs], [session, *shown], **common)
+        prompt.submit(start, [session, prompt, as_chat, *knobs], [session, *shown], **common)
         greedy_btn.click(_step(lambda s, *_: s.greedy()), [session, *knobs], [session, *shown], **common)
         sample_btn.click(_step(lambda s, t, k, p: s.sample(t, k, p)), [session, *knobs], [session, *shown], **common)
         ten_btn.click(_step(_sample_ten), [session, *knobs], [session, *shown], **common)
         undo_btn.click(_step(lambda s, *_: s.undo()), [session, *knobs], [session, *shown], **common)
         candidates.input(pick, [session, candidates, *knobs], [session, *shown], **common)
-        for knob in knobs:  # reshape live as a slider moves or a number is typed
-            knob.change(views, [session, *knobs], shown, trigger_mode="always_last", **common)
-        gr.api(next_token, api_name="next_token")
+        for knob in knobs:  # reshape live as a slider moves or a number is typed (no model pass: not "model" work)
+            knob.change(views, [session, *knobs], shown, trigger_mode="always_last", api_visibility="private",
+                        show_progress="minimal")
+        gr.api(next_token, api_name="next_token", **limits.heavy("model"))

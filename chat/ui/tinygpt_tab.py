@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import html
 import math
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 
-from chat import tinygpt
+from chat import downloads, tinygpt
+from chat.budget import BusyError
 from chat.tinygpt import TinyGPTConfig, TinyGPTError
+from chat.ui import limits
 from chat.ui.i18n import STRINGS, T, tr
 
-DOWNLOADS = Path(tempfile.mkdtemp(prefix="chatlab-tinygpt-"))  # one zip per finished segment, served by Gradio
 DEFAULTS = TinyGPTConfig()
 TRAIN_COLOR, VAL_COLOR = "#2563eb", "#f97316"  # blue, orange: named in the plot's label
 
@@ -99,9 +98,10 @@ def _samples_html(run: tinygpt.TrainingRun | None, request: gr.Request | None) -
 def _download(run: tinygpt.TrainingRun):
     if not run.trained:
         return gr.update(value=None, interactive=False)
-    for older in DOWNLOADS.glob(f"tinygpt-{id(run):x}-*.zip"):  # Gradio serves its own copy of the last one
+    folder = downloads.folder("tinygpt", id(run))
+    for older in folder.glob("tinygpt-*.zip"):  # Gradio serves its own copy of the last one
         older.unlink(missing_ok=True)
-    path = tinygpt.export_zip(run, DOWNLOADS / f"tinygpt-{id(run):x}-step{run.step}.zip")
+    path = tinygpt.export_zip(run, folder / f"tinygpt-step{run.step}.zip")
     return gr.update(value=str(path), interactive=True)
 
 
@@ -116,9 +116,12 @@ def _stream(run: tinygpt.TrainingRun, request: gr.Request | None):
     """Train and show it: an update at most every 0.5 s, then the final state with the model to download."""
     steps = tinygpt.train(run, update_every_s=0.5)
     try:
-        for _ in steps:
-            if run.running:
-                yield render(run, request)
+        try:
+            for _ in steps:
+                if run.running:
+                    yield render(run, request)
+        except BusyError as error:  # every training slot is taken (the queue lets this happen only outside it)
+            raise limits.busy(request, error) from None
         if run.status == "diverged":
             gr.Warning(tr(request, "tinygpt.status_diverged", diverged=run.diverged_at, step=run.step,
                           lr=run.config.learning_rate))
@@ -166,6 +169,9 @@ def resume_training(budget, run: tinygpt.TrainingRun | None, request: gr.Request
         gr.Warning(tr(request, "tinygpt.error_budget_used", seconds=run.train_seconds))
         return
     yield from _stream(run, request)
+
+
+RUN_TTL_S = 7200  # a session's run (model, optimizer) is forgotten 2 hours after its last update
 
 
 def stop_training(run: tinygpt.TrainingRun | None) -> None:
@@ -217,7 +223,7 @@ def chat(message: str, history, temperature, run: tinygpt.TrainingRun | None, re
 def build() -> None:
     with gr.Tab(T("tinygpt.tab"), id="tinygpt"):
         gr.Markdown(T("tinygpt.intro"))
-        run = gr.State(None)
+        run = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=stop_training)
         try:
             languages, topics = tinygpt.list_languages(), tinygpt.list_topics(DEFAULTS.lang)
         except FileNotFoundError:  # corpus package missing: the tab still builds, Start explains
@@ -288,11 +294,11 @@ def build() -> None:
         settings = [lang, topic_box, tokenizer, bpe_vocab, bot_only, n_layer, n_head, n_embd, block_size, batch_size,
                     learning_rate, dropout, budget]
         lang.change(topics_for, lang, topic_box, api_visibility="private")
-        # two runs train at once at most: each gets one of the 2 cores' worth, a third waits in the queue
-        start.click(start_training, [*settings, run], outputs, show_progress="hidden", concurrency_limit=2,
-                    concurrency_id="tinygpt-train", api_visibility="private")
-        resume.click(resume_training, [budget, run], outputs, show_progress="hidden", concurrency_limit=2,
-                     concurrency_id="tinygpt-train", api_visibility="private")
+        # training runs share the server's "training" limit with the other tabs' (chat.budget); more wait in line
+        start.click(start_training, [*settings, run], outputs, show_progress="hidden", api_visibility="private",
+                    **limits.heavy("training"))
+        resume.click(resume_training, [budget, run], outputs, show_progress="hidden", api_visibility="private",
+                     **limits.heavy("training"))
         stop.click(stop_training, run, None, queue=False, api_visibility="private")
         for event in (message.submit, send.click):
             event(chat, [message, chatbot, temperature, run], [chatbot, message], api_visibility="private")

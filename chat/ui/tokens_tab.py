@@ -10,6 +10,7 @@ from chat import tokens
 from chat.ui.i18n import T, tr
 
 VIEW_LIMIT = 5000  # tokens rendered per pane; counts always cover the whole text
+LIVE_MAX_CHARS = 1_000_000  # the live view (every keystroke, every tokenizer) counts texts up to this size
 PANES = tuple(tokens.TIKTOKEN_ENCODINGS)  # o200k_base, cl100k_base, gpt2 side by side
 PALETTE = ("#fde68a", "#a7f3d0", "#bfdbfe", "#fbcfe8", "#ddd6fe", "#fed7aa")
 MODEL_CHOICES = ["gpt-5", "gpt-4.1", "gpt-4o", "gpt-4o-mini", "o3", "gpt-4", "gpt-3.5-turbo",
@@ -53,7 +54,10 @@ def _pane(encoded: tokens.Encoded, show_ids: bool, show_whitespace: bool, reques
 def highlight(text: str, model: str, show_ids: bool, show_whitespace: bool, special: bool,
               request: gr.Request | None = None):
     """Everything the tab shows for a text: headline count, one highlighted pane per encoding, comparison table."""
-    text = text or ""
+    text = text if isinstance(text, str) else ""
+    if len(text) > LIVE_MAX_CHARS:  # 10 MB through every tokenizer on each keystroke would hold the server for seconds
+        note = tr(request, "tokens.live_too_long", n=len(text), limit=LIVE_MAX_CHARS)
+        return note, *[gr.update(value=[]) for _ in PANES], gr.update(value="", visible=False), None
     encoded = {e.encoding: e for e in tokens.encode_all(text, special, wait=False)}  # never wait for the chat model
     try:
         name = tokens.encoding_name_for(model or "gpt-4o")

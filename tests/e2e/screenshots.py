@@ -87,15 +87,24 @@ def feedback(page):
     time.sleep(2)
 
 
+def chat_settings(page):
+    """The Chat tab's generation settings: the model card's defaults and what each knob does to the answers."""
+    page.get_by_text("Generation settings").or_(page.get_by_text("生成设置")).first.click()
+    page.locator("#chat-defaults-note").wait_for()
+    time.sleep(1.5)
+
+
 TABS = {"tokens": tokens, "next_token": next_token, "inside": inside, "chat": chat, "tinygpt": tinygpt,
         "finetune": finetune, "feedback": feedback, "mnist": mnist}
+EXTRA = {"chat_settings": ("chat", chat_settings)}  # shots of a tab in another state: name -> (tab, action)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)})")
+    parser.add_argument("tabs", nargs="*", default=list(TABS), help=f"tabs to shoot (default: all of {list(TABS)}; "
+                        f"also {list(EXTRA)})")
     parser.add_argument("--zh", action="store_true",
-                        help="also shoot the Tokens and Inside tabs (those asked for) in Chinese")
+                        help="also shoot the Tokens and Inside tabs (those asked for, and any EXTRA shot) in Chinese")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     ASSETS.mkdir(exist_ok=True)
     shots = [(tab, "en-US", tab) for tab in args.tabs]
     shots += [(tab, "zh-CN", f"{tab}_zh") for tab in ("tokens", "inside") if tab in args.tabs] if args.zh else []
+    shots += [(tab, "zh-CN", f"{tab}_zh") for tab in args.tabs if tab in EXTRA and args.zh]
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -124,9 +134,10 @@ def main(argv: list[str] | None = None) -> None:
                 page = context.new_page()
                 page.set_default_timeout(60_000)
                 page.goto(url)
-                page.locator(f"button[data-tab-id={tab}]").click()
+                tab_id, action = EXTRA.get(tab, (tab, TABS.get(tab)))
+                page.locator(f"button[data-tab-id={tab_id}]").click()
                 time.sleep(2)
-                TABS[tab](page)
+                action(page)
                 page.screenshot(path=str(ASSETS / f"{name}.png"), full_page=True)
                 print(f"wrote assets/{name}.png")
                 context.close()
