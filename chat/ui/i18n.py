@@ -155,8 +155,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "chat.example_3": ("Write a haiku about the sea.", "Write a haiku about the sea."),
     "chat.example_4": ("你好！请用中文介绍一下你自己。", "你好！请用中文介绍一下你自己。"),
     "chat.model": ("Model", "模型"),
-    "chat.model_info": ("The original, or the copy you trained in this session (Fine-tune / Human feedback tabs).",
-                        "原始模型，或你在本次会话中训练的副本（“监督微调”/“人类反馈”页）。"),
+    "chat.model_info": ("The original, the copy you trained in this session (Fine-tune / Human feedback tabs), or "
+                        "a model on an OpenAI-compatible server.",
+                        "原始模型、你在本次会话中训练的副本（“监督微调”/“人类反馈”页），或 OpenAI 兼容服务器上的模型。"),
     "chat.model_original": ("Original", "原始"),
     "chat.model_sft": ("Fine-tuned (SFT)", "微调后（SFT）"),
     "chat.model_dpo": ("Aligned (DPO)", "对齐后（DPO）"),

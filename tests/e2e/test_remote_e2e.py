@@ -107,3 +107,35 @@ def test_the_remote_token_count_is_the_models_own(llama_server, chat_model):
     text = "ChatGPT doesn't read letters: it reads tokens. 我爱北京天安门。"
     expected = len(chat_model.tokenizer.encode(text, add_special_tokens=False))  # the same model's tokenizer
     assert remote.count_tokens(backend, text) == expected
+
+
+def test_the_chat_tabs_backend_chooser_chats_with_the_server(app_url, page, llama_server):
+    backend, _ = llama_server
+    page.goto(app_url)
+    page.get_by_role("tab", name="Chat").click()
+    assert not page.locator("#chat-server-url").is_visible()  # only once "Server" is chosen
+    page.locator("#chat-model").get_by_text("Server (OpenAI-compatible)").click()
+    page.locator("#chat-server-url textarea").fill(backend.url)
+    page.locator("#chat-server-connect").click()  # no key yet: the server refuses, the message names it
+    page.locator("#chat-server-status").get_by_text(f"The server at {backend.url} refused the API key").wait_for()
+    page.locator("#chat-server-key input").fill(backend.key)
+    page.locator("#chat-server-connect").click()
+    page.locator("#chat-server-status").get_by_text(f"1 model(s) at {backend.url}").wait_for()
+    assert page.locator("#chat-server-model input").input_value() == "smollm2"
+    page.get_by_text("Generation settings").click()
+    temperature = page.locator("#chat-temperature input[type=number]")
+    temperature.fill("0")
+    temperature.press("Enter")
+    page.locator("#chat-input textarea").fill("What is the capital of France?")
+    page.locator("#chat-input textarea").press("Enter")
+    page.locator("#chat-chatbot").get_by_text("Paris").first.wait_for(timeout=60_000)
+    page.locator("#chat-chatbot").get_by_text("tokens/s").wait_for(timeout=60_000)
+    shown = page.locator("#chat-prompt").inner_text()
+    assert '"content": "What is the capital of France?"' in shown  # the messages sent, exactly
+    assert "applies its own chat template" in shown and "<|im_start|>" not in shown  # not a made-up template
+    assert f"smollm2 at {backend.url}" in page.locator("#chat-gauge").inner_text()
+    page.locator("#chat-model").get_by_text("Original", exact=True).click()  # the local model still answers
+    page.locator("#chat-input textarea").fill("Say hello.")
+    page.locator("#chat-input textarea").press("Enter")
+    page.locator("#chat-chatbot").get_by_text("tokens/s").nth(1).wait_for(timeout=120_000)
+    assert "<|im_start|>" in page.locator("#chat-prompt").inner_text()
