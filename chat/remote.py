@@ -462,6 +462,9 @@ class NextTokenSession:
             self.pieces.pop()
             raise
 
+    def close(self) -> None:
+        """Nothing to free: the server keeps no state for a session (the same interface as a local session)."""
+
     def undo(self) -> None:
         if not self.pieces:
             raise ValueError("Nothing to undo: only the prompt is left.")

@@ -83,3 +83,12 @@ def test_a_public_space_talks_only_to_its_configured_server(monkeypatch):
         remote.backend_for("http://169.254.169.254/v1")
     monkeypatch.setenv("CHATLAB_BACKEND_ANY_URL", "1")
     assert remote.backend_for("http://169.254.169.254/v1").key == ""
+
+
+def test_the_tokens_row_is_absent_without_a_server_tokenizer(monkeypatch):
+    from chat.ui import tokens_tab
+
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{_closed_port()}/v1")  # no server there
+    assert tokens_tab.server_rows("Hello", None) == []
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    assert tokens_tab.server_rows("Hello", None) == []

@@ -139,3 +139,25 @@ def test_the_chat_tabs_backend_chooser_chats_with_the_server(app_url, page, llam
     page.locator("#chat-input textarea").press("Enter")
     page.locator("#chat-chatbot").get_by_text("tokens/s").nth(1).wait_for(timeout=120_000)
     assert "<|im_start|>" in page.locator("#chat-prompt").inner_text()
+
+
+@pytest.fixture
+def configured_server(llama_server, monkeypatch):
+    """ChatLab started with --backend-url/--backend-key pointing at the test server."""
+    backend, _ = llama_server
+    monkeypatch.setenv("OPENAI_BASE_URL", backend.url)
+    monkeypatch.setenv("OPENAI_API_KEY", backend.key)
+    monkeypatch.setenv("CHATLAB_BACKEND_MODEL", "")
+    return backend
+
+
+def test_the_next_token_api_and_the_tokens_row_use_the_configured_server(configured_server):
+    from chat.ui import next_token_tab, tokens_tab
+
+    found = next_token_tab.next_token("The capital of France is", 1.0, 0, 1.0, model="server")
+    assert found[0]["label"] == " Paris" and len(found) == next_token_tab.TOP
+    text = "ChatGPT doesn't read letters."
+    [row] = tokens_tab.server_rows(text, None)
+    assert row[:4] == ["server: smollm2", configured_server.url, remote.count_tokens(configured_server, text),
+                       len(text)]
+
