@@ -363,11 +363,8 @@ def stream_chat(messages: list[dict], params: GenerationParams, backend: Backend
     messages = normalize_messages(messages)
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("The conversation must end with a user message.")
-    try:
-        backend = resolve_model(backend)
-        template = apply_template(backend, messages) if show_template else None
-    except RemoteError:
-        raise
+    backend = resolve_model(backend)
+    template = apply_template(backend, messages) if show_template else None
     return RemoteChatStream(backend, RemotePrompt(messages, template), params, cancel)
 
 
