@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -265,7 +266,10 @@ def _sampling(params: GenerationParams) -> dict:
 
 class RemoteChatStream:
     """A reply streaming from a server: iterate it for text deltas; `cancel()` (from any thread) closes the stream,
-    so the server stops; `stats` at the end. The same interface as chat.generation.ChatStream."""
+    so the server stops; `stats` at the end. The same interface as chat.generation.ChatStream.
+
+    A reader thread takes the chunks off the connection as they arrive, so the stats time the server's tokens, not
+    how fast the consumer (a Gradio page re-rendering ~25 times a second) comes back for them."""
 
     def __init__(self, backend: Backend, prompt: RemotePrompt, params: GenerationParams,
                  cancel: threading.Event | None = None):
@@ -276,66 +280,82 @@ class RemoteChatStream:
         self.stats = ReplyStats(prompt_tokens=0, context_window=0)
         self.text = ""
         self.error: BaseException | None = None
-        self.tokens = 0  # content chunks so far (llama.cpp, vLLM and TGI send one token per chunk)
+        self.tokens = 0  # content chunks received (llama.cpp, vLLM and TGI send one token per chunk)
+        self._first: float | None = None  # when the first and the latest token arrived (perf_counter)
+        self._last: float | None = None
+        self._reason = ""
+
+    def _read(self, response, arrivals: queue.Queue) -> None:
+        """The reader thread: deltas into `arrivals`, then None; an error is kept unless the stream was stopped."""
+        try:
+            for chunk in response:
+                if getattr(chunk, "usage", None) is not None and chunk.usage.prompt_tokens:
+                    self.stats.prompt_tokens = chunk.usage.prompt_tokens
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta.content if choice.delta is not None else None
+                if delta:
+                    self._last = time.perf_counter()
+                    self._first = self._first or self._last
+                    self.tokens += 1
+                    arrivals.put(delta)
+                if choice.finish_reason:
+                    self._reason = choice.finish_reason
+        except Exception as error:
+            if not self._cancel.is_set():  # a stream closed under the reader is the stop, not a failure
+                self.error = explain(error, self.backend)
+        finally:
+            arrivals.put(None)
 
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
-        first = last = None
-        reason = ""
         completed = False  # the stream ran to its end (not abandoned by the consumer)
+        reader, delivered = None, 0
         try:
             if self._cancel.is_set():
-                reason, completed = "cancelled", True
+                completed = True
                 return
             try:
                 response = self.backend.client().chat.completions.create(
                     model=self.backend.model, messages=self.prompt.messages, stream=True, **_sampling(self.params))
-                with self._lock:
-                    self._response = response
-                if self._cancel.is_set():  # stopped while the request was being sent
-                    response.close()
-                for chunk in response:
-                    if self._cancel.is_set():
-                        break
-                    if getattr(chunk, "usage", None) is not None and chunk.usage.prompt_tokens:
-                        self.stats.prompt_tokens = chunk.usage.prompt_tokens
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    delta = choice.delta.content if choice.delta is not None else None
-                    if delta:
-                        last = time.perf_counter()
-                        first = first or last
-                        self.tokens += 1
-                        self.text += delta
-                        yield delta
-                    if choice.finish_reason:
-                        reason = choice.finish_reason
             except Exception as error:
-                if self._cancel.is_set():  # the stream was closed under the reader: that is the stop
-                    reason = "cancelled"
-                else:
-                    self.error = explain(error, self.backend)
-                    reason = "error"
-                    raise self.error from None
-            if self._cancel.is_set():
-                reason = "cancelled"
+                self.error = explain(error, self.backend)
+                raise self.error from None
+            with self._lock:
+                self._response = response
+            if self._cancel.is_set():  # stopped while the request was being sent
+                self._close()
+            arrivals: queue.Queue = queue.Queue()
+            reader = threading.Thread(target=self._read, args=(response, arrivals), name="chatlab-remote-read",
+                                      daemon=True)
+            reader.start()
+            while (delta := arrivals.get()) is not None and not self._cancel.is_set():
+                delivered += 1
+                self.text += delta
+                yield delta
+            if self.error is not None:
+                raise self.error
             completed = True
         finally:  # also when the consumer abandons the stream: closing it tells the server to stop
-            if not completed and reason != "error":
+            if not completed and self.error is None:
                 self._cancel.set()
-                reason = "cancelled"
             self._close()
+            if reader is not None:
+                reader.join(timeout=self.backend.timeout)
             s = self.stats
-            s.new_tokens = self.tokens
+            s.new_tokens = delivered  # a stopped reply: the tokens shown, not those the reader had read ahead
             s.seconds = time.perf_counter() - started
-            if first is not None:
-                s.ttft_s = first - started
-                if self.tokens > 1 and last > first:
-                    s.tokens_per_s = (self.tokens - 1) / (last - first)
-            if not reason:
-                reason = "cancelled" if self._cancel.is_set() else "stop"
-            s.finish_reason = reason if reason in ("stop", "length", "cancelled", "error") else "stop"
+            if self._first is not None:
+                s.ttft_s = self._first - started
+                if self.tokens > 1 and self._last > self._first:
+                    s.tokens_per_s = (self.tokens - 1) / (self._last - self._first)
+            if self.error is not None:
+                s.finish_reason = "error"
+            elif self._cancel.is_set():
+                s.finish_reason = "cancelled"
+            else:
+                s.finish_reason = "length" if self._reason == "length" else "stop"
 
     def _close(self) -> None:
         with self._lock:
