@@ -265,7 +265,7 @@ def build() -> None:
         outputs = [run, progress, loss_plot, accuracy_plot, grid, wrong, confusion, download]
         preset.change(apply_preset, preset, settings, api_visibility="private")
         start.click(start_training, [preset, *settings, seed, run], outputs, show_progress="hidden",
-                    api_visibility="private", **limits.heavy("training"))
+                    api_name="mnist_start_training", api_visibility="private", **limits.heavy("training"))
         stop.click(stop_training, run, None, queue=False, api_visibility="private")
         upload.upload(load_weights, [upload, run], outputs, api_visibility="private")
         sketch.change(classify_sketch, [sketch, run], [guesses, seen, note], trigger_mode="always_last",

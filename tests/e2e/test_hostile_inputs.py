@@ -88,7 +88,7 @@ def test_bad_values_get_a_clear_message(app_client, chat_model, args, api_name, 
                                                       (6, float("inf"), "max_new_tokens must be a number"),
                                                       (3, float("-inf"), "temperature must be a number")])
 def test_nan_and_infinity_sent_as_raw_json_get_a_clear_message(app_url, chat_model, position, value, message):
-    data = ["Hi", [], SYSTEM, 0.2, 0.9, 50, 8, 1.0, -1]
+    data = ["Hi", [], SYSTEM, 0.2, 0.9, 50, 8, 1.0, -1, "original"]
     data[position] = value
     success, output = raw_call(app_url, "chat", data)
     assert not success and message in output["error"]
@@ -173,7 +173,7 @@ def test_an_upload_over_the_size_limit_is_refused(app_url, app_client):
 
 
 def test_no_rest_route_runs_an_event_outside_the_queue(app_url):
-    for name in ("start_training", "chat", "count_tokens"):
+    for name in ("mnist_start_training", "start_training", "chat", "count_tokens"):
         assert httpx.post(f"{app_url}/gradio_api/run/{name}", json={"data": []}).status_code == 404
 
 
@@ -192,7 +192,7 @@ def test_private_training_events_on_the_raw_queue_stay_within_the_training_limit
     watcher = threading.Thread(target=watch)
     watcher.start()
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda _: raw_call(app_url, "start_training", data), range(3)))
+        results = list(pool.map(lambda _: raw_call(app_url, "mnist_start_training", data), range(3)))
     done.set()
     watcher.join()
     assert all(success for success, _ in results)
@@ -236,13 +236,14 @@ ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(temperature=st.one_of(st.floats(0, 2), ANYTHING), top_p=st.one_of(st.floats(0.01, 1), ANYTHING),
        top_k=st.one_of(st.integers(0, 100), ANYTHING), max_new_tokens=st.one_of(st.integers(1, 4), ANYTHING),
-       seed=st.one_of(st.integers(-1, 2**32), ANYTHING))
+       seed=st.one_of(st.integers(-1, 2**32), ANYTHING),
+       model=st.one_of(st.just("original"), st.sampled_from(["sft", "dpo", "gpt-5"]), ANYTHING))
 def test_fuzzed_chat_parameters_get_an_answer_or_a_clear_message(app_url, chat_model, temperature, top_p, top_k,
-                                                                 max_new_tokens, seed):
+                                                                 max_new_tokens, seed, model):
     if isinstance(max_new_tokens, (int, float)) and not isinstance(max_new_tokens, bool) and max_new_tokens > 4:
         max_new_tokens = 4  # a valid length, kept short: the fuzzing is about the checks, not the replies
     success, output = raw_call(app_url, "chat", ["Hi", [], SYSTEM, temperature, top_p, top_k, max_new_tokens, 1.0,
-                                                 seed])
+                                                 seed, model])
     assert success or (isinstance(output.get("error"), str) and output["error"].strip()), output
 
 
