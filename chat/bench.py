@@ -381,7 +381,7 @@ def bench_hardening(args: argparse.Namespace) -> dict:
         sentence = "The history of the city is long and varied, and its people remember it. "
         text = sentence * (6000 // len(loaded.tokenizer(sentence)["input_ids"]))
         for i in range(3):  # three clients' next-token games of ~6,000 tokens, through the tab's own (private) event
-            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, 1.0, 0, 1.0])
+            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, "local", 1.0, 0, 1.0])
             if not ok:
                 raise RuntimeError(f"next-token start failed: {output}")
         sessions_rss = _rss_mb()
