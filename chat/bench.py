@@ -386,7 +386,7 @@ def bench_hardening(args: argparse.Namespace) -> dict:
         sentence = "The history of the city is long and varied, and its people remember it. "
         text = sentence * (6000 // len(loaded.tokenizer(sentence)["input_ids"]))
         for i in range(3):  # three clients' next-token games of ~6,000 tokens, through the tab's own (private) event
-            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, 1.0, 0, 1.0])
+            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, "local", 1.0, 0, 1.0])
             if not ok:
                 raise RuntimeError(f"next-token start failed: {output}")
         sessions_rss = _rss_mb()
@@ -1005,6 +1005,126 @@ def bench_inside(args: argparse.Namespace) -> dict:
 
 BENCHMARKS["inside"] = bench_inside
 # --- inside benchmark (end) ---
+
+
+# --- remote benchmark (start) ---
+def _direct_stream(backend, messages: list[dict], max_tokens: int) -> dict:
+    """The anchor: the openai client straight to the server, the same request ChatLab sends."""
+    import time
+
+    start, first, last, chunks = time.perf_counter(), None, None, 0
+    response = backend.client().chat.completions.create(model=backend.model, messages=messages, stream=True,
+                                                        temperature=0.0, top_p=1.0, max_tokens=max_tokens)
+    for chunk in response:
+        if chunk.choices and chunk.choices[0].delta is not None and chunk.choices[0].delta.content:
+            last = time.perf_counter()
+            first = first or last
+            chunks += 1
+    return {"tokens": chunks, "seconds": time.perf_counter() - start, "ttft_s": first - start,
+            "tokens_per_s": (chunks - 1) / (last - first)}
+
+
+def _chatlab_stream(backend, messages: list[dict], max_tokens: int) -> dict:
+    """ChatLab's remote chat: chat.remote.stream_chat, as the Chat tab runs it (model check, template probe)."""
+    import time
+
+    from chat import remote
+    from chat.generation import GenerationParams
+
+    start = time.perf_counter()
+    greedy = GenerationParams(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=max_tokens, repetition_penalty=1.0)
+    stream = remote.stream_chat(messages, greedy, backend)
+    for _ in stream:
+        pass
+    s = stream.stats
+    return {"tokens": s.new_tokens, "seconds": time.perf_counter() - start, "ttft_s": s.ttft_s,
+            "tokens_per_s": s.tokens_per_s}
+
+
+def _mcp_round_trips(url: str, calls: int) -> tuple[list[float], float]:
+    """count_tokens through the `mcp` client over streamable HTTP: each call's round trip (ms), and the session's
+    set-up (connect + initialize + list_tools, ms)."""
+    import asyncio
+    import time
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def run():
+        start = time.perf_counter()
+        async with streamablehttp_client(url) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                await session.list_tools()
+                setup = (time.perf_counter() - start) * 1000
+                times = []
+                for i in range(calls):
+                    begin = time.perf_counter()
+                    result = await session.call_tool("count_tokens", {"text": f"Hello, world #{i}!", "model": "gpt-4o"})
+                    times.append((time.perf_counter() - begin) * 1000)
+                    assert not result.isError, result
+        return times, setup
+
+    return asyncio.run(run())
+
+
+def bench_remote(args: argparse.Namespace) -> dict:
+    """Remote chat: ChatLab's stream (chat.remote) vs the openai client straight to the same llama.cpp server
+    (llama-cpp-python's, on the packaged SmolLM2 GGUF; $CHATLAB_LLAMA_PYTHON or ./.venv-llama), greedy, the same
+    128-token reply, alternated, 5 rounds each; ratio = ChatLab's stream tokens/s / the client's. Then the MCP
+    count_tokens round trip on the real app (goal <= 100 ms)."""
+    import socket
+    from statistics import median
+
+    from chat import remote
+
+    python = remote.llama_python()
+    if python is None:
+        raise SystemExit("No Python with llama-cpp-python[server]: set CHATLAB_LLAMA_PYTHON (bash .ci/run makes "
+                         ".venv-llama).")
+    messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+    new_tokens, rounds = 128, 5
+    ours, theirs = [], []
+    with remote.local_llama_server(python) as (backend, _):
+        _direct_stream(backend, messages, 8)  # warm-up: model pages, the server's first request
+        _chatlab_stream(backend, messages, 8)
+        for _ in range(rounds):
+            theirs.append(_direct_stream(backend, messages, new_tokens))
+            ours.append(_chatlab_stream(backend, messages, new_tokens))
+    speed_ours = median(r["tokens_per_s"] for r in ours)
+    speed_theirs = median(r["tokens_per_s"] for r in theirs)
+    wall_ours = median(r["seconds"] for r in ours)
+    wall_theirs = median(r["seconds"] for r in theirs)
+
+    import app
+
+    demo = app.build_app()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=True,
+                **app.launch_options())
+    try:
+        _mcp_round_trips(f"http://127.0.0.1:{port}/gradio_api/mcp/", 3)  # warm-up: tiktoken's o200k loads once
+        times, setup = _mcp_round_trips(f"http://127.0.0.1:{port}/gradio_api/mcp/", 30)
+    finally:
+        demo.close()
+    return {
+        "new_tokens": new_tokens, "rounds": rounds,
+        "chatlab_tokens_per_s": round(speed_ours, 1), "openai_client_tokens_per_s": round(speed_theirs, 1),
+        "ratio": round(speed_ours / speed_theirs, 3),
+        "chatlab_reply_s": round(wall_ours, 3), "openai_client_reply_s": round(wall_theirs, 3),
+        "reply_time_ratio": round(wall_ours / wall_theirs, 3),
+        "chatlab_ttft_s": round(median(r["ttft_s"] for r in ours), 3),
+        "openai_client_ttft_s": round(median(r["ttft_s"] for r in theirs), 3),
+        "tokens_equal": all(r["tokens"] == new_tokens for r in ours + theirs),
+        "mcp_count_tokens_ms_median": round(median(times), 1), "mcp_count_tokens_ms_max": round(max(times), 1),
+        "mcp_session_setup_ms": round(setup, 1), "mcp_goal_ms": 100,
+    }
+
+
+BENCHMARKS["remote"] = bench_remote
+# --- remote benchmark (end) ---
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,7 +218,7 @@ def test_next_token_sessions_keep_bounded_memory(app_url, app_client, chat_model
     prompt = "The history of the city is long and varied. " * 150  # ~1,500 tokens each
     before = rss_mb()
     for i in range(3):
-        success, output = raw_call(app_url, "start", [None, prompt + str(i), False, 1.0, 0, 1.0])
+        success, output = raw_call(app_url, "start", [None, prompt + str(i), False, "local", 1.0, 0, 1.0])
         assert success, output
     grown = rss_mb() - before
     assert generation.SESSION_CACHES.cached_bytes() <= generation.SESSION_CACHES.max_bytes
