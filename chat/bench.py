@@ -316,16 +316,21 @@ def _rss_mb(pid: int | None = None) -> float:
 
 
 def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tuple[bool, dict]:
-    """One event through Gradio's raw queue, as the browser sends it (private events included)."""
+    """One event through Gradio's raw queue, as the browser sends it (private events included): (success, output or
+    error payload). The body is json.dumps'ed by hand, so NaN and Infinity go out as the bare words, as any HTTP
+    client can send them (tests/e2e/test_hostile_inputs.py sends those too)."""
     import uuid
 
     import httpx
 
     dependencies = httpx.get(f"{url}/config").json()["dependencies"]
-    index = next(d["id"] for d in dependencies if d.get("api_name") == api_name)
+    index = next((d["id"] for d in dependencies if d.get("api_name") == api_name), None)
+    if index is None:
+        raise KeyError(f"no event named {api_name!r}")
     session = uuid.uuid4().hex[:12]
-    joined = httpx.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": index,
-                                                               "session_hash": session})
+    body = json.dumps({"data": data, "fn_index": index, "session_hash": session, "event_data": None,
+                       "trigger_id": None})
+    joined = httpx.post(f"{url}/gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
     joined.raise_for_status()
     with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},
                       timeout=timeout) as stream:
@@ -334,7 +339,7 @@ def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tu
                 message = json.loads(line[5:])
                 if message.get("msg") == "process_completed":
                     return bool(message.get("success")), message.get("output") or {}
-    return False, {"error": "the stream ended without a result"}
+    raise RuntimeError(f"{api_name}: the queue's stream ended without a result")
 
 
 def bench_hardening(args: argparse.Namespace) -> dict:
