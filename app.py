@@ -57,7 +57,19 @@ def build_app() -> gr.Blocks:
             feedback_tab.build()
             mnist_tab.build()
     set_up_queue(demo)
+    keep_page_renders_private(demo)
     return demo
+
+
+# --- MCP (start) ---
+def keep_page_renders_private(demo: gr.Blocks) -> None:
+    """A component whose value is a function (i18n.localized: text in the visitor's language) gets a load event that
+    Gradio makes public, named "value": an API endpoint and an MCP tool with no inputs and no meaning. Made private."""
+    for block in demo.blocks.values():
+        event = getattr(block, "load_event", None)
+        if isinstance(event, dict) and event.get("id") in demo.fns:
+            demo.fns[event["id"]].api_visibility = "private"
+# --- MCP (end) ---
 
 
 CSS = """
@@ -86,7 +98,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="chat on transformers' generate only: skip the fast CPU decoder (same as CHATLAB_FAST=0)")
     parser.add_argument("--mnist-dir", default=os.environ.get("CHATLAB_MNIST_DIR"),
                         help="folder with the full MNIST IDX files for the MNIST tab (default: the 5,000 packaged digits)")
+    # --- backend and MCP flags (start) ---
+    parser.add_argument("--backend-url", default=os.environ.get("OPENAI_BASE_URL"),
+                        help="an OpenAI-compatible server for Chat and Next token (vLLM, TGI, llama.cpp, Ollama), "
+                             "e.g. http://127.0.0.1:8080/v1 (default: $OPENAI_BASE_URL; none: the local model only)")
+    parser.add_argument("--backend-model", default=os.environ.get("CHATLAB_BACKEND_MODEL"),
+                        help="the server's model to use (default: $CHATLAB_BACKEND_MODEL, else the server's first)")
+    parser.add_argument("--backend-key", default=os.environ.get("OPENAI_API_KEY"),
+                        help="the server's API key (default: $OPENAI_API_KEY)")
+    parser.add_argument("--mcp", action="store_true",
+                        default=os.environ.get("GRADIO_MCP_SERVER", "").lower() in ("1", "true", "yes"),
+                        help="also serve the public API as MCP tools at /gradio_api/mcp/ "
+                             "(same as GRADIO_MCP_SERVER=true)")
+    # --- backend and MCP flags (end) ---
     return parser.parse_args(argv)
+
+
+def use_backend(args: argparse.Namespace) -> None:
+    """The server flags go where chat.remote (and the openai client) read them: HF chat-ui's variables."""
+    for name, value in (("OPENAI_BASE_URL", args.backend_url), ("CHATLAB_BACKEND_MODEL", args.backend_model),
+                        ("OPENAI_API_KEY", args.backend_key)):
+        if value:
+            os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,8 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["CHATLAB_MNIST_DIR"] = args.mnist_dir
     if args.plain:
         os.environ["CHATLAB_FAST"] = "0"
+    use_backend(args)
     models.preload_in_background()
-    build_app().launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+    build_app().launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp,
+                       **launch_options())
 
 
 if __name__ == "__main__":

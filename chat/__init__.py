@@ -9,5 +9,6 @@ tuning      -- LoRA training of the chat model, live (shared by finetune and fee
 finetune    -- supervised fine-tuning (SFT) on demonstrations
 reward      -- the reward model: Bradley–Terry on the chat model's features
 feedback    -- human feedback: preferences, reward model, DPO
+remote      -- any OpenAI-compatible server as the chat backend (the openai client)
 bench       -- the one benchmark entry point: python -m chat.bench <what>
 """

@@ -316,16 +316,21 @@ def _rss_mb(pid: int | None = None) -> float:
 
 
 def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tuple[bool, dict]:
-    """One event through Gradio's raw queue, as the browser sends it (private events included)."""
+    """One event through Gradio's raw queue, as the browser sends it (private events included): (success, output or
+    error payload). The body is json.dumps'ed by hand, so NaN and Infinity go out as the bare words, as any HTTP
+    client can send them (tests/e2e/test_hostile_inputs.py sends those too)."""
     import uuid
 
     import httpx
 
     dependencies = httpx.get(f"{url}/config").json()["dependencies"]
-    index = next(d["id"] for d in dependencies if d.get("api_name") == api_name)
+    index = next((d["id"] for d in dependencies if d.get("api_name") == api_name), None)
+    if index is None:
+        raise KeyError(f"no event named {api_name!r}")
     session = uuid.uuid4().hex[:12]
-    joined = httpx.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": index,
-                                                               "session_hash": session})
+    body = json.dumps({"data": data, "fn_index": index, "session_hash": session, "event_data": None,
+                       "trigger_id": None})
+    joined = httpx.post(f"{url}/gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
     joined.raise_for_status()
     with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session},
                       timeout=timeout) as stream:
@@ -334,7 +339,7 @@ def _queue_call(url: str, api_name: str, data: list, timeout: float = 600) -> tu
                 message = json.loads(line[5:])
                 if message.get("msg") == "process_completed":
                     return bool(message.get("success")), message.get("output") or {}
-    return False, {"error": "the stream ended without a result"}
+    raise RuntimeError(f"{api_name}: the queue's stream ended without a result")
 
 
 def bench_hardening(args: argparse.Namespace) -> dict:
@@ -376,12 +381,17 @@ def bench_hardening(args: argparse.Namespace) -> dict:
     url = url.rstrip("/")
     try:
         client = Client(url, verbose=False)
+        idle_cold_mb = _rss_mb()  # before the transformers model has run (its weights not paged in yet)
         client.predict("warm up", "gpt-4o", api_name="/count_tokens")
-        idle = _rss_mb()
+        # one short pass first: the model's weights (540 MB, mmapped from the cached safetensors) are paged in on its
+        # first forward pass; that is the model, not a session's memory, so the idle app has served one request
+        client.predict("The capital of France is", 1.0, 0, 1.0, api_name="/next_token")
+        generation.release_freed_memory()
+        idle, idle_cold = _rss_mb(), idle_cold_mb
         sentence = "The history of the city is long and varied, and its people remember it. "
         text = sentence * (6000 // len(loaded.tokenizer(sentence)["input_ids"]))
         for i in range(3):  # three clients' next-token games of ~6,000 tokens, through the tab's own (private) event
-            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, 1.0, 0, 1.0])
+            ok, output = _queue_call(url, "start", [None, f"{i} {text}", False, "local", 1.0, 0, 1.0])
             if not ok:
                 raise RuntimeError(f"next-token start failed: {output}")
         sessions_rss = _rss_mb()
@@ -420,7 +430,8 @@ def bench_hardening(args: argparse.Namespace) -> dict:
         "trim_2000_turns_s": round(min(trims), 3), "trim_goal_s": 0.5, "trim_dropped": prompt.dropped,
         "idle_app_rss_mb": round(idle), "next_token_session_tokens": session_tokens,
         "rss_after_3_sessions_mb": round(sessions_rss), "rss_growth_3_sessions_mb": round(sessions_rss - idle),
-        "rss_growth_goal_mb": 300, "kv_cache_budget_mb": generation.SESSION_CACHES.max_bytes >> 20,
+        "rss_growth_goal_mb": 300, "idle_app_before_first_pass_rss_mb": round(idle_cold),
+        "rss_growth_3_sessions_over_cold_idle_mb": round(sessions_rss - idle_cold), "kv_cache_budget_mb": generation.SESSION_CACHES.max_bytes >> 20,
         "count_10mb_chat_tokenizer_s": round(count_s, 2), "count_10mb_tokens": count,
         "count_10mb_peak_rss_growth_mb": round(max(0.0, peak_growth)),
         "load_users": 8, "load_errors": sum(not u["ok"] for u in users), "load_chat_peak": chat_peak,
@@ -1235,6 +1246,126 @@ def bench_inside(args: argparse.Namespace) -> dict:
 
 BENCHMARKS["inside"] = bench_inside
 # --- inside benchmark (end) ---
+
+
+# --- remote benchmark (start) ---
+def _direct_stream(backend, messages: list[dict], max_tokens: int) -> dict:
+    """The anchor: the openai client straight to the server, the same request ChatLab sends."""
+    import time
+
+    start, first, last, chunks = time.perf_counter(), None, None, 0
+    response = backend.client().chat.completions.create(model=backend.model, messages=messages, stream=True,
+                                                        temperature=0.0, top_p=1.0, max_tokens=max_tokens)
+    for chunk in response:
+        if chunk.choices and chunk.choices[0].delta is not None and chunk.choices[0].delta.content:
+            last = time.perf_counter()
+            first = first or last
+            chunks += 1
+    return {"tokens": chunks, "seconds": time.perf_counter() - start, "ttft_s": first - start,
+            "tokens_per_s": (chunks - 1) / (last - first)}
+
+
+def _chatlab_stream(backend, messages: list[dict], max_tokens: int) -> dict:
+    """ChatLab's remote chat: chat.remote.stream_chat, as the Chat tab runs it (model check, template probe)."""
+    import time
+
+    from chat import remote
+    from chat.generation import GenerationParams
+
+    start = time.perf_counter()
+    greedy = GenerationParams(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=max_tokens, repetition_penalty=1.0)
+    stream = remote.stream_chat(messages, greedy, backend)
+    for _ in stream:
+        pass
+    s = stream.stats
+    return {"tokens": s.new_tokens, "seconds": time.perf_counter() - start, "ttft_s": s.ttft_s,
+            "tokens_per_s": s.tokens_per_s}
+
+
+def _mcp_round_trips(url: str, calls: int) -> tuple[list[float], float]:
+    """count_tokens through the `mcp` client over streamable HTTP: each call's round trip (ms), and the session's
+    set-up (connect + initialize + list_tools, ms)."""
+    import asyncio
+    import time
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def run():
+        start = time.perf_counter()
+        async with streamablehttp_client(url) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                await session.list_tools()
+                setup = (time.perf_counter() - start) * 1000
+                times = []
+                for i in range(calls):
+                    begin = time.perf_counter()
+                    result = await session.call_tool("count_tokens", {"text": f"Hello, world #{i}!", "model": "gpt-4o"})
+                    times.append((time.perf_counter() - begin) * 1000)
+                    assert not result.isError, result
+        return times, setup
+
+    return asyncio.run(run())
+
+
+def bench_remote(args: argparse.Namespace) -> dict:
+    """Remote chat: ChatLab's stream (chat.remote) vs the openai client straight to the same llama.cpp server
+    (llama-cpp-python's, on the packaged SmolLM2 GGUF; $CHATLAB_LLAMA_PYTHON or ./.venv-llama), greedy, the same
+    128-token reply, alternated, 5 rounds each; ratio = ChatLab's stream tokens/s / the client's. Then the MCP
+    count_tokens round trip on the real app (goal <= 100 ms)."""
+    import socket
+    from statistics import median
+
+    from chat import remote
+
+    python = remote.llama_python()
+    if python is None:
+        raise SystemExit("No Python with llama-cpp-python[server]: set CHATLAB_LLAMA_PYTHON (bash .ci/run makes "
+                         ".venv-llama).")
+    messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+    new_tokens, rounds = 128, 5
+    ours, theirs = [], []
+    with remote.local_llama_server(python) as (backend, _):
+        _direct_stream(backend, messages, 8)  # warm-up: model pages, the server's first request
+        _chatlab_stream(backend, messages, 8)
+        for _ in range(rounds):
+            theirs.append(_direct_stream(backend, messages, new_tokens))
+            ours.append(_chatlab_stream(backend, messages, new_tokens))
+    speed_ours = median(r["tokens_per_s"] for r in ours)
+    speed_theirs = median(r["tokens_per_s"] for r in theirs)
+    wall_ours = median(r["seconds"] for r in ours)
+    wall_theirs = median(r["seconds"] for r in theirs)
+
+    import app
+
+    demo = app.build_app()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=True,
+                **app.launch_options())
+    try:
+        _mcp_round_trips(f"http://127.0.0.1:{port}/gradio_api/mcp/", 3)  # warm-up: tiktoken's o200k loads once
+        times, setup = _mcp_round_trips(f"http://127.0.0.1:{port}/gradio_api/mcp/", 30)
+    finally:
+        demo.close()
+    return {
+        "new_tokens": new_tokens, "rounds": rounds,
+        "chatlab_tokens_per_s": round(speed_ours, 1), "openai_client_tokens_per_s": round(speed_theirs, 1),
+        "ratio": round(speed_ours / speed_theirs, 3),
+        "chatlab_reply_s": round(wall_ours, 3), "openai_client_reply_s": round(wall_theirs, 3),
+        "reply_time_ratio": round(wall_ours / wall_theirs, 3),
+        "chatlab_ttft_s": round(median(r["ttft_s"] for r in ours), 3),
+        "openai_client_ttft_s": round(median(r["ttft_s"] for r in theirs), 3),
+        "tokens_equal": all(r["tokens"] == new_tokens for r in ours + theirs),
+        "mcp_count_tokens_ms_median": round(median(times), 1), "mcp_count_tokens_ms_max": round(max(times), 1),
+        "mcp_session_setup_ms": round(setup, 1), "mcp_goal_ms": 100,
+    }
+
+
+BENCHMARKS["remote"] = bench_remote
+# --- remote benchmark (end) ---
 
 
 def main(argv: list[str] | None = None) -> int:

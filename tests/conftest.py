@@ -23,3 +23,33 @@ def chat_model():
     from chat import models
 
     return models.get_model()
+
+
+# --- OpenAI-compatible server (start) ---
+LLAMA_KEY = "chatlab-test-key"  # the test server demands a key, so a wrong one is a real 401
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """A real OpenAI-compatible server on 127.0.0.1: llama-cpp-python's, on the packaged SmolLM2 GGUF, with an API key
+    (chat.remote.local_llama_server). Yields (chat.remote.Backend for it, the server's pid)."""
+    from chat import remote
+
+    python = remote.llama_python()
+    if python is None:
+        pytest.skip("no Python with llama-cpp-python[server]: set CHATLAB_LLAMA_PYTHON, or run bash .ci/run once "
+                    "(it makes .venv-llama)")
+    if not Path(python).exists():
+        pytest.fail(f"CHATLAB_LLAMA_PYTHON={python} does not exist")
+    try:
+        with remote.local_llama_server(python, LLAMA_KEY) as found:
+            yield found
+    except RuntimeError as error:
+        pytest.fail(str(error))
+# --- OpenAI-compatible server (end) ---

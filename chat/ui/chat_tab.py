@@ -9,7 +9,7 @@ from typing import Iterator
 
 import gradio as gr
 
-from chat import budget, downloads, generation, models, tuning
+from chat import budget, downloads, generation, models, remote, tuning
 from chat.ui import limits
 from chat.ui.i18n import STRINGS, T, tr
 
@@ -66,7 +66,7 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
 REFRESH_S = 0.04
 
 
-VARIANTS = ("original", "sft", "dpo")  # the chat model, or this session's fine-tuned / aligned copy of it
+VARIANTS = ("original", "sft", "dpo", "server")  # the chat model, this session's tuned copies, or a server
 
 
 def chat_model(variant: str, request: gr.Request | None) -> models.LoadedModel:
@@ -82,9 +82,54 @@ def chat_model(variant: str, request: gr.Request | None) -> models.LoadedModel:
     return tuned.loaded
 
 
+# --- remote backend (start) ---
+def server_backend(url: str | None, model: str | None, key: str | None, request: gr.Request | None) -> remote.Backend:
+    """The server a reply goes to: the URL typed in the tab, else the one ChatLab was started with (--backend-url)."""
+    try:
+        if url and url.strip():
+            return remote.backend_for(url, model or "", key or "")
+        configured = remote.configured()
+        if configured is None:
+            raise remote.RemoteError("No server given: type its URL, or start ChatLab with --backend-url URL.")
+        return remote.Backend(configured.url, (model or "").strip() or configured.model, configured.key)
+    except remote.RemoteError as error:
+        raise gr.Error(tr(request, "chat.server_error", error=error)) from None
+
+
+def list_server_models(url: str, key: str, current: str | None, request: gr.Request):
+    """The "List models" button: the server's GET /v1/models in the dropdown, or why not."""
+    try:
+        backend = server_backend(url, "", key, request)
+        names = remote.list_models(backend, fresh=True)
+    except gr.Error as error:
+        return gr.update(), f"{error.message}"
+    except remote.RemoteError as error:
+        return gr.update(), tr(request, "chat.server_error", error=error)
+    value = current if current in names else names[0]
+    return (gr.update(choices=[(remote.short_name(n), n) for n in names], value=value),
+            tr(request, "chat.server_models", n=len(names), url=backend.url))
+
+
+def remote_prompt_view(prompt: remote.RemotePrompt, backend: remote.Backend, request) -> list:
+    """The remote "exact prompt": the messages sent, then the server's rendering of them where it shows it."""
+    sent = json.dumps(prompt.messages, ensure_ascii=False, indent=1)
+    spans = [(tr(request, "chat.server_sent", model=remote.short_name(backend.model), url=backend.url) + "\n", None),
+             (sent + "\n\n", None)]
+    if prompt.text is None:
+        return spans + [(tr(request, "chat.server_no_template"), None)]
+    return spans + [(tr(request, "chat.server_template") + "\n", None), *prompt_view(prompt.text)]
+
+
+def _gauge_now(stream, loaded, used: int, request) -> str:
+    if loaded is None:  # a server's context window is its own business
+        return tr(request, "chat.server_gauge", model=remote.short_name(stream.backend.model), url=stream.backend.url)
+    return gauge(used + stream._streamer.tokens, loaded.context_window, request)
+# --- remote backend (end) ---
+
+
 def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
             max_new_tokens: int, repetition_penalty: float, seed: int, variant: str = "original",
-            request: gr.Request = None):
+            server_url: str = "", server_model: str = "", server_key: str = "", request: gr.Request = None):
     """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive. Every input is checked
     before the model runs; a bad one is a clear gr.Error."""
     if message is not None and not isinstance(message, (str, dict, list)):
@@ -100,10 +145,18 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
         params = generation.GenerationParams.from_inputs(temperature, top_p, top_k, max_new_tokens,
                                                          repetition_penalty, seed)
         turns = conversation(history, system, message)
-        if not models.is_loaded():
-            gr.Info(tr(request, "chat.loading"))
-        loaded = chat_model(variant, request)
-        stream = generation.stream_chat(turns, params, loaded, cancel)
+        if variant == "server":
+            loaded = None
+            stream = remote.stream_chat(turns, params, server_backend(server_url, server_model, server_key, request),
+                                        cancel)
+        else:
+            if not models.is_loaded():
+                gr.Info(tr(request, "chat.loading"))
+            loaded = chat_model(variant, request)
+            stream = generation.stream_chat(turns, params, loaded, cancel)
+    except remote.RemoteError as error:
+        _forget(key, cancel)
+        raise gr.Error(tr(request, "chat.server_error", error=error)) from None
     except models.ModelLoadError as error:
         _forget(key, cancel)
         raise gr.Error(tr(request, "chat.model_error", error=error)) from None
@@ -117,17 +170,22 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
         _forget(key, cancel)
         raise
     used = len(stream.prompt.ids)
-    view = prompt_view(stream.prompt.text)
     notes = tr(request, "chat.dropped", n=stream.prompt.dropped) if stream.prompt.dropped else ""
-    header = gr.update(value=view, label=tr(request, "chat.prompt_tokens", tokens=used))
+    if loaded is None:
+        header = gr.update(value=remote_prompt_view(stream.prompt, stream.backend, request),
+                           label=T("chat.prompt_panel"))
+    else:
+        header = gr.update(value=prompt_view(stream.prompt.text), label=tr(request, "chat.prompt_tokens", tokens=used))
     try:
         answer, shown_at = "", 0.0
         for delta in stream:
             answer += delta
             now = time.monotonic()
             if now - shown_at >= REFRESH_S:  # the first token at once, then ~25 updates/s (the model makes ~140)
-                yield answer, notes, gauge(used + stream._streamer.tokens, loaded.context_window, request), header
+                yield answer, notes, _gauge_now(stream, loaded, used, request), header
                 header, shown_at = gr.skip(), now  # the prompt view is sent once
+    except remote.RemoteError as error:
+        raise gr.Error(tr(request, "chat.server_error", error=error)) from None
     except RuntimeError as error:
         if isinstance(error.__cause__, budget.BusyError):
             raise limits.busy(request, error.__cause__) from None
@@ -137,7 +195,9 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     line = stats_line(stream.stats, request)
     messages = [{"role": "assistant", "content": answer},
                 {"role": "assistant", "content": "", "metadata": {"title": line, "status": "done"}}]
-    yield messages, notes, gauge(used + stream.stats.new_tokens, loaded.context_window, request), header
+    final = gauge(used + stream.stats.new_tokens, loaded.context_window, request) if loaded is not None else \
+        _gauge_now(stream, None, used, request)
+    yield messages, notes, final, header
 
 
 def _forget(key: str, cancel: threading.Event) -> None:
@@ -154,12 +214,24 @@ def chat_endpoint(defaults: generation.GenerationParams):
              temperature: float = d.temperature, top_p: float = d.top_p, top_k: int = d.top_k,
              max_new_tokens: int = d.max_new_tokens, repetition_penalty: float = d.repetition_penalty,
              seed: int = -1, model: str = "original", request: gr.Request = None) -> Iterator[str]:
-        """Stream the model's reply to `message` after `history` ([{"role", "content"}]): yields the answer so far.
-        The sampling defaults are the model's own (SmolLM2: its card's temperature 0.2, top-p 0.9); seed -1 =
-        random, any other seed gives the same reply for the same inputs. `model` is "original" (the chat model), or
-        "sft" / "dpo": the model this API session fine-tuned or aligned."""
+        """Stream the chat model's reply to `message` after `history`: yields the answer so far. The sampling
+        defaults are the model's own (SmolLM2: its card's temperature 0.2, top-p 0.9).
+
+        Args:
+            message: the user's new message.
+            history: the earlier turns, oldest first, as [{"role": "user" or "assistant", "content": "..."}].
+            system: the system prompt ("" for none).
+            temperature: 0 = always the most likely token (greedy); up to 2, higher = more varied.
+            top_p: sample only from the most likely tokens whose probabilities add up to top_p (0.01-1; 1 = off).
+            top_k: sample only from the top_k most likely tokens (0 = off).
+            max_new_tokens: length limit of the reply, in tokens (1-4096).
+            repetition_penalty: above 1 discourages tokens already in the text (0.5-2; 1 = off).
+            seed: -1 = random; any other seed gives the same reply for the same inputs.
+            model: "original" (the chat model), "sft" / "dpo" (the model this API session fine-tuned or aligned),
+                or "server" (the OpenAI-compatible server ChatLab was started with, --backend-url).
+        """
         for answer, *_ in respond(message, history, system, temperature, top_p, top_k, max_new_tokens,
-                                  repetition_penalty, seed, model, request):
+                                  repetition_penalty, seed, model, "", "", "", request):
             yield answer if isinstance(answer, str) else answer[0]["content"]
 
     return chat
@@ -234,8 +306,25 @@ def build() -> None:
                         seed = gr.Number(-1, precision=0, label=T("chat.seed"), info=T("chat.seed_info"), minimum=-1,
                                          maximum=2**32 - 1, elem_id="chat-seed")
                 variant = gr.Radio([(T("chat.model_original"), "original"), (T("chat.model_sft"), "sft"),
-                                    (T("chat.model_dpo"), "dpo")], value="original", label=T("chat.model"),
-                                   info=T("chat.model_info"), elem_id="chat-model")
+                                    (T("chat.model_dpo"), "dpo"), (T("chat.model_server"), "server")],
+                                   value="original", label=T("chat.model"), info=T("chat.model_info"),
+                                   elem_id="chat-model")
+                configured = remote.configured()
+                with gr.Group(visible=False, elem_id="chat-server") as server_box:
+                    with gr.Row():
+                        server_url = gr.Textbox(configured.url if configured else "", label=T("chat.server_url"),
+                                                info=T("chat.server_url_info"), scale=3,
+                                                placeholder="http://127.0.0.1:8080/v1", elem_id="chat-server-url")
+                        server_key = gr.Textbox(label=T("chat.server_key"), type="password", scale=1,
+                                                elem_id="chat-server-key")
+                    with gr.Row():
+                        server_model = gr.Dropdown(
+                            [(remote.short_name(configured.model), configured.model)] if configured and
+                            configured.model else [], value=configured.model if configured and configured.model
+                            else None, allow_custom_value=True, label=T("chat.server_model"), scale=3,
+                            elem_id="chat-server-model")
+                        connect = gr.Button(T("chat.server_connect"), scale=1, elem_id="chat-server-connect")
+                    server_status = gr.Markdown(elem_id="chat-server-status")
                 notes = gr.Markdown(elem_id="chat-notes")
                 chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
                 first_event = limits.next_event_id()
@@ -244,7 +333,7 @@ def build() -> None:
                     textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
                                        stop_btn=True),
                     additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
-                                       variant],
+                                       variant, server_url, server_model, server_key],
                     additional_outputs=[notes, context, prompt],
                     examples=[[STRINGS[f"chat.example_{i}"][0]] for i in range(1, 5)],
                     run_examples_on_click=True, concurrency_limit=budget.limit("chat"), fill_height=False,
@@ -257,6 +346,10 @@ def build() -> None:
         chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
                        show_progress="hidden", trigger_mode="always_last")
         gr.on([chatbot.clear], lambda: ("", "", []), None, [notes, context, prompt], api_visibility="private")
+        variant.change(lambda chosen: gr.update(visible=chosen == "server"), variant, server_box, queue=False,
+                       api_visibility="private")
+        gr.on([connect.click, server_url.submit], list_server_models, [server_url, server_key, server_model],
+              [server_model, server_status], api_visibility="private")
         # On page load (no inputs): shows the model once it is ready; app.py preloads it at start-up.
         gr.on(None, model_status, None, status, api_visibility="private", concurrency_limit=None,
               show_progress="minimal")

@@ -155,8 +155,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "chat.example_3": ("Write a haiku about the sea.", "Write a haiku about the sea."),
     "chat.example_4": ("你好！请用中文介绍一下你自己。", "你好！请用中文介绍一下你自己。"),
     "chat.model": ("Model", "模型"),
-    "chat.model_info": ("The original, or the copy you trained in this session (Fine-tune / Human feedback tabs).",
-                        "原始模型，或你在本次会话中训练的副本（“监督微调”/“人类反馈”页）。"),
+    "chat.model_info": ("The original, the copy you trained in this session (Fine-tune / Human feedback tabs), or "
+                        "a model on an OpenAI-compatible server.",
+                        "原始模型、你在本次会话中训练的副本（“监督微调”/“人类反馈”页），或 OpenAI 兼容服务器上的模型。"),
     "chat.model_original": ("Original", "原始"),
     "chat.model_sft": ("Fine-tuned (SFT)", "微调后（SFT）"),
     "chat.model_dpo": ("Aligned (DPO)", "对齐后（DPO）"),
@@ -1024,6 +1025,39 @@ STRINGS: dict[str, tuple[str, str]] = {
                      "are being written now). Please try again in a minute.",
                      "服务器正忙：你排在第 {place} 位，队列已满（正在生成 {running} 个回复）。请稍后再试。"),
     # --- serving strings (end) ---
+    # --- remote strings (start) ---
+    "chat.model_server": ("Server (OpenAI-compatible)", "服务器（OpenAI 兼容）"),
+    "chat.server_url": ("Server URL", "服务器地址"),
+    "chat.server_url_info": ("Any OpenAI-compatible server: vLLM, TGI, llama.cpp's server, Ollama (…/v1).",
+                             "任何 OpenAI 兼容的服务器：vLLM、TGI、llama.cpp server、Ollama（……/v1）。"),
+    "chat.server_key": ("API key (optional)", "API 密钥（可选）"),
+    "chat.server_model": ("Server model", "服务器上的模型"),
+    "chat.server_connect": ("List models", "列出模型"),
+    "chat.server_models": ("✅ {n} model(s) at {url}", "✅ {url} 上有 {n} 个模型"),
+    "chat.server_error": ("⚠️ {error} The local model still works: choose it above.",
+                          "⚠️ {error} 本地模型仍可使用：在上方选择它即可。"),
+    "chat.server_sent": ("The messages sent to {model} at {url}:", "发送给 {url} 上 {model} 的消息："),
+    "chat.server_template": ("The server's chat template renders them as (its /apply-template):",
+                             "服务器的聊天模板把它们渲染成（来自其 /apply-template）："),
+    "chat.server_no_template": (
+        "The server applies its own chat template and does not show it (llama.cpp's server does, at /apply-template): "
+        "these messages are exactly what ChatLab sends, not the text the model reads.",
+        "服务器使用自己的聊天模板，并且不公开它（llama.cpp server 会通过 /apply-template 公开）："
+        "以上消息正是 ChatLab 发出的内容，而不是模型读到的文本。"),
+    "chat.server_gauge": ("Server: {model} at {url} (its context window is the server's)",
+                          "服务器：{url} 上的 {model}（上下文窗口由服务器决定）"),
+    "next.backend": ("Model", "模型"),
+    "next.backend_local": ("Local model", "本地模型"),
+    "next.backend_server": ("Server (--backend-url)", "服务器（--backend-url）"),
+    "next.no_server": ("No server configured: start ChatLab with --backend-url URL (or OPENAI_BASE_URL).",
+                       "没有配置服务器：用 --backend-url URL（或 OPENAI_BASE_URL）启动 ChatLab。"),
+    "next.server_status": (
+        "{model} at {url} · {generated} tokens chosen · its top candidate: **{top}** ({p:.1%}). The server returns "
+        "only its {k} most likely tokens: the shaped bars reshape those {k}.",
+        "{url} 上的 {model} · 已选 {generated} 个词元 · 最可能的候选：**{top}**（{p:.1%}）。服务器只返回它最可能的 {k} "
+        "个词元：右侧的重塑结果只基于这 {k} 个。"),
+    "tokens.server_row": ("server: {model}", "服务器：{model}"),
+    # --- remote strings (end) ---
 }
 
 LANGUAGES = ("en", "zh")

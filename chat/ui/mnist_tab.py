@@ -182,7 +182,11 @@ def classify_sketch(sketch, run: mnist.TrainingRun | None, request: gr.Request):
 def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
     """An image file of one digit (PNG, JPEG, WebP, ...; a dark digit on white or on a transparent background, or a
     light one on black) -> probability of each digit, from the model trained most recently on this server. The
-    file's size is checked from its header before it is decoded (at most 4096x4096 pixels)."""
+    file's size is checked from its header before it is decoded (at most 4096x4096 pixels).
+
+    Args:
+        image: the digit's image file (a path or URL; MCP clients upload it first).
+    """
     if image is None:
         raise gr.Error(tr(request, "mnist.blank"))
     try:

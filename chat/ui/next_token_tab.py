@@ -6,7 +6,7 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from chat import budget, generation, models
+from chat import budget, generation, models, remote
 from chat.tokens import describe_bytes
 from chat.ui import limits
 from chat.ui.i18n import T, tr
@@ -18,12 +18,28 @@ EXAMPLES = [["The capital of France is"], ["Once upon a time, there was a"], ["�
 VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "→"})
 
 
-def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[dict]:
-    """The model's 12 most likely next tokens for `text`: id, label, raw and shaped probabilities. The parameters
-    are checked before the model runs."""
+def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               model: str = "local") -> list[dict]:
+    """The chat model's 12 most likely next tokens for `text` (raw text, continued as is): id, label, raw and shaped
+    probabilities, most likely first. The parameters are checked before the model runs.
+
+    Args:
+        text: the text to continue.
+        temperature: reshapes the distribution (0 = all on the most likely token; up to 2, flatter).
+        top_k: keep only the k most likely tokens in the shaped distribution (0 = off).
+        top_p: keep the smallest set of tokens whose probabilities add up to top_p (0.01-1; 1 = off).
+        model: "local" (ChatLab's own model) or "server" (the OpenAI-compatible server ChatLab was started with:
+            its /v1/completions logprobs; id is then the rank, and shaped is over its 12 tokens).
+    """
     try:
-        return [asdict(c) for c in generation.next_token_candidates(text, temperature, top_k, top_p, TOP)]
-    except (ValueError, models.ModelLoadError) as error:
+        if model == "server":
+            found = remote.next_token_candidates(text, _server(None), temperature, top_k, top_p, TOP)
+        elif model == "local":
+            found = generation.next_token_candidates(text, temperature, top_k, top_p, TOP)
+        else:
+            raise ValueError(f'model must be "local" or "server", got {model!r}')
+        return [asdict(c) for c in found]
+    except (ValueError, models.ModelLoadError, remote.RemoteError) as error:
         raise gr.Error(str(error)) from None
     except budget.BusyError as error:
         raise limits.busy(None, error) from None
@@ -47,8 +63,24 @@ def _label(candidate: generation.Candidate, rank: int) -> str:
     return f"{rank}. {shown}"
 
 
+# --- remote backend (start) ---
+def _server(request) -> remote.Backend:
+    backend = remote.configured()
+    if backend is None:
+        raise gr.Error(tr(request, "next.no_server"))
+    return backend
+
+
+def _server_status(session: remote.NextTokenSession, labels: list[str], top, request) -> str:
+    return tr(request, "next.server_status", model=remote.short_name(session.backend.model), url=session.backend.url,
+              generated=len(session.generated), top=labels[0].split(". ", 1)[1], p=top.raw_prob, k=len(labels))
+# --- remote backend (end) ---
+
+
 def _text_view(session: generation.NextTokenSession) -> list[tuple[str, str | None]]:
     spans: list[tuple[str, str | None]] = [(session.prompt_text, None)]
+    if isinstance(session, remote.NextTokenSession):  # the server's tokens come as text
+        return spans + [(piece, "even" if step % 2 == 0 else "odd") for step, piece in enumerate(session.generated)]
     pieces = generation.group_tokens(session.generated, session.tokenizer.token_bytes)
     for step, piece in enumerate(pieces):
         try:
@@ -74,18 +106,25 @@ def views(session, temperature: float, top_k: int, top_p: float, request: gr.Req
         extra = f" ({tr(request, 'next.completes', char=c.completes)})" if c.completes else ""
         choices.append((f"{label}{extra} · {c.raw_prob:.1%} → {c.shaped_prob:.1%}", str(c.token_id)))
     top = found[0]
-    status = tr(request, "next.status", prompt=session.prompt_len, generated=len(session.generated),
-                top=labels[0].split(". ", 1)[1], p=top.raw_prob)
+    if isinstance(session, remote.NextTokenSession):
+        status = _server_status(session, labels, top, request)
+    else:
+        status = tr(request, "next.status", prompt=session.prompt_len, generated=len(session.generated),
+                    top=labels[0].split(". ", 1)[1], p=top.raw_prob)
     return raw, shaped, gr.update(choices=choices, value=None), _text_view(session), status
 
 
-def start(previous, prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float,
+def start(previous, prompt: str, as_chat: bool, backend: str, temperature: float, top_k: int, top_p: float,
           request: gr.Request):
-    """A new game from the prompt (the knobs checked first); the previous game's KV cache is freed."""
+    """A new game from the prompt (the knobs checked first), on the local model or the server; the previous game's
+    KV cache is freed."""
     temperature, top_k, top_p = _knobs(temperature, top_k, top_p, request)
     try:
-        session = generation.NextTokenSession(prompt or "", chat=bool(as_chat))
-    except (ValueError, models.ModelLoadError) as error:
+        if backend == "server":
+            session = remote.NextTokenSession(prompt or "", _server(request), chat=bool(as_chat), k=TOP)
+        else:
+            session = generation.NextTokenSession(prompt or "", chat=bool(as_chat))
+    except (ValueError, models.ModelLoadError, remote.RemoteError) as error:
         raise gr.Error(tr(request, "next.error", error=error)) from None
     except budget.BusyError as error:
         raise limits.busy(request, error) from None
@@ -100,7 +139,7 @@ def _step(action):
         temperature, top_k, top_p = _knobs(temperature, top_k, top_p, request)
         try:
             action(session, temperature, top_k, top_p)
-        except ValueError as error:
+        except (ValueError, remote.RemoteError) as error:
             gr.Warning(tr(request, "next.error", error=error))
         except budget.BusyError as error:
             raise limits.busy(request, error) from None
@@ -126,12 +165,12 @@ def pick(session, choice: str | None, temperature: float, top_k: int, top_p: flo
     return _step(lambda s, *_: s.append(_token_id(choice)))(session, temperature, top_k, top_p, request)
 
 
-def open_tab(session, prompt: str, as_chat: bool, temperature: float, top_k: int, top_p: float,
+def open_tab(session, prompt: str, as_chat: bool, backend: str, temperature: float, top_k: int, top_p: float,
              request: gr.Request):
     """Opening the tab starts the game on the default prompt, unless a game is already going."""
     if session is not None:
         return session, *views(session, temperature, top_k, top_p, request)
-    return start(None, prompt, as_chat, temperature, top_k, top_p, request)
+    return start(None, prompt, as_chat, backend, temperature, top_k, top_p, request)
 
 
 def build() -> None:
@@ -143,6 +182,9 @@ def build() -> None:
                 prompt = gr.Textbox(EXAMPLES[0][0], label=T("next.prompt"), lines=2, elem_id="next-prompt")
                 gr.Examples(EXAMPLES, inputs=[prompt])
                 as_chat = gr.Checkbox(label=T("next.as_chat"))
+                backend = gr.Radio([(T("next.backend_local"), "local"), (T("next.backend_server"), "server")],
+                                   value="local", label=T("next.backend"), visible=remote.configured() is not None,
+                                   elem_id="next-backend")
             with gr.Column(scale=2):
                 temperature = gr.Slider(0.0, 2.0, 1.0, step=0.05, label=T("chat.temperature"),
                                         info=T("chat.temperature_info"), elem_id="next-temperature")
@@ -171,9 +213,10 @@ def build() -> None:
         knobs = [temperature, top_k, top_p]
         shown = [raw_plot, shaped_plot, candidates, text, status]
         common = dict(api_visibility="private", show_progress="minimal", **limits.heavy("model"))
-        tab.select(open_tab, [session, prompt, as_chat, *knobs], [session, *shown], **common)
-        start_btn.click(start, [session, prompt, as_chat, *knobs], [session, *shown], **common)
-        prompt.submit(start, [session, prompt, as_chat, *knobs], [session, *shown], **common)
+        tab.select(open_tab, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        start_btn.click(start, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        prompt.submit(start, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        backend.input(start, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
         greedy_btn.click(_step(lambda s, *_: s.greedy()), [session, *knobs], [session, *shown], **common)
         sample_btn.click(_step(lambda s, t, k, p: s.sample(t, k, p)), [session, *knobs], [session, *shown], **common)
         ten_btn.click(_step(_sample_ten), [session, *knobs], [session, *shown], **common)

@@ -6,7 +6,7 @@ import json
 import gradio as gr
 import pandas as pd
 
-from chat import tokens
+from chat import remote, tokens
 from chat.ui.i18n import T, tr
 
 VIEW_LIMIT = 5000  # tokens rendered per pane; counts always cover the whole text
@@ -30,7 +30,13 @@ WHITESPACE = str.maketrans({" ": "·", "\t": "→", "\n": "↵\n"})
 
 
 def count_tokens(text: str, model: str = "gpt-4o") -> int:
-    """ChatGPT's token count of `text` for a model name (gpt-4o, gpt-3.5-turbo, ...) or an encoding name."""
+    """ChatGPT's exact token count of `text`, with OpenAI's own tokenizer (tiktoken) for that model.
+
+    Args:
+        text: the text to count.
+        model: an OpenAI model name (gpt-4o, gpt-4.1, gpt-3.5-turbo, text-embedding-3-small, ...) or an encoding name
+            (o200k_base, cl100k_base, gpt2).
+    """
     try:
         return tokens.count_tokens(text, model)
     except (ValueError, TypeError) as error:
@@ -51,6 +57,29 @@ def _pane(encoded: tokens.Encoded, show_ids: bool, show_whitespace: bool, reques
     return gr.update(value=spans, color_map=color_map, show_inline_category=show_ids, label=label)
 
 
+# --- remote backend (start) ---
+SERVER_COUNT_TIMEOUT_S = 3.0  # the live count never waits longer for the server's tokenizer
+
+
+def server_rows(text: str, request) -> list[list]:
+    """The comparison row of the server ChatLab was started with (--backend-url), counted by the server's own
+    tokenizer endpoint; none when there is no server, it has no such endpoint, or it does not answer."""
+    configured = remote.configured()
+    if configured is None:
+        return []
+    backend = remote.Backend(configured.url, configured.model, configured.key, SERVER_COUNT_TIMEOUT_S)
+    try:
+        count = remote.count_tokens(backend, text)
+        model = remote.resolve_model(backend).model if count is not None else ""  # the server's list, cached
+    except remote.RemoteError:
+        return []
+    if count is None:
+        return []
+    name = tr(request, "tokens.server_row", model=remote.short_name(model))
+    return [[name, backend.url, count, len(text), round(len(text) / count, 2) if count else 0.0]]
+# --- remote backend (end) ---
+
+
 def highlight(text: str, model: str, show_ids: bool, show_whitespace: bool, special: bool,
               request: gr.Request | None = None):
     """Everything the tab shows for a text: headline count, one highlighted pane per encoding, comparison table."""
@@ -68,7 +97,8 @@ def highlight(text: str, model: str, show_ids: bool, show_whitespace: bool, spec
     longest = max(e.tokens for e in encoded.values())
     note = tr(request, "tokens.capped", shown=VIEW_LIMIT, total=longest) if longest > VIEW_LIMIT else ""
     table = pd.DataFrame(
-        [[e.encoding, e.models, e.tokens, e.characters, e.chars_per_token or 0.0] for e in encoded.values()],
+        [[e.encoding, e.models, e.tokens, e.characters, e.chars_per_token or 0.0] for e in encoded.values()]
+        + server_rows(text, request),
         columns=[tr(request, key) for key in ("tokens.col_encoding", "tokens.col_models", "tokens.col_tokens",
                                               "tokens.col_characters", "tokens.col_ratio")])
     panes = [_pane(encoded[name], show_ids, show_whitespace, request) for name in PANES]

@@ -7,10 +7,8 @@ its services.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,6 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from chat import budget, generation, mnist
+from chat.bench import _queue_call
 
 pytestmark = pytest.mark.slow
 
@@ -34,31 +33,9 @@ def rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def fn_index(app_url: str, api_name: str) -> int:
-    """The queue's index of an event, private ones included (the browser calls them by index)."""
-    for dependency in httpx.get(f"{app_url}/config").json()["dependencies"]:
-        if dependency.get("api_name") == api_name:
-            return dependency["id"]
-    raise KeyError(api_name)
-
-
 def raw_call(app_url: str, api_name: str, data: list, timeout: float = 120) -> tuple[bool, dict]:
-    """One event through the raw queue, as any HTTP client can send it: (success, output or error payload).
-    The body is json.dumps'ed by hand: NaN and Infinity go out as the bare words, which Python's JSON reads."""
-    session = uuid.uuid4().hex[:12]
-    body = json.dumps({"data": data, "fn_index": fn_index(app_url, api_name), "session_hash": session,
-                       "event_data": None, "trigger_id": None})
-    joined = httpx.post(f"{app_url}/gradio_api/queue/join", content=body,
-                        headers={"content-type": "application/json"})
-    assert joined.status_code == 200, joined.text
-    with httpx.stream("GET", f"{app_url}/gradio_api/queue/data", params={"session_hash": session},
-                      timeout=timeout) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed":
-                    return bool(message.get("success")), message.get("output") or {}
-    raise AssertionError("the stream ended without a result")
+    """One event through the raw queue, as any HTTP client can send it (NaN and Infinity as the bare words)."""
+    return _queue_call(app_url, api_name, data, timeout)
 
 
 def still_answers(app_client) -> None:
@@ -218,7 +195,7 @@ def test_next_token_sessions_keep_bounded_memory(app_url, app_client, chat_model
     prompt = "The history of the city is long and varied. " * 150  # ~1,500 tokens each
     before = rss_mb()
     for i in range(3):
-        success, output = raw_call(app_url, "start", [None, prompt + str(i), False, 1.0, 0, 1.0])
+        success, output = raw_call(app_url, "start", [None, prompt + str(i), False, "local", 1.0, 0, 1.0])
         assert success, output
     grown = rss_mb() - before
     assert generation.SESSION_CACHES.cached_bytes() <= generation.SESSION_CACHES.max_bytes
