@@ -353,6 +353,11 @@ class KVCache:
             self.k[slots, :, :, positions] = k
             self.v[slots, :, :, positions] = v
 
+    def copy(self, source: int, target: int, positions: int) -> None:
+        """Copy the keys and values of a slot's first `positions` positions into another slot."""
+        for cache in (self.k, self.v):
+            cache[target, :, :, :positions] = cache[source, :, :, :positions]
+
     def release(self, slot: int) -> None:
         """Give the slot's memory back to the system (its contents read as zeros afterwards)."""
         import mmap

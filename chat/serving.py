@@ -20,8 +20,9 @@ serve (continuous batching, after Orca, OSDI '22, and Sarathi's chunked prefill)
   gives the same reply whoever else is being served.
 - **Prefix reuse.** A slot keeps the keys and values of its last sequence until it is needed again; a request that
   starts with the same tokens (the next turn of a conversation, the next-token view's text plus one token) reads
-  only the rest. Kept sequences are bounded by `cached_tokens`; past it the oldest slots' memory goes back to the
-  system.
+  only the rest. A start held by another slot, busy or not (the system prompt every chat begins with), is copied
+  from it, as vLLM's prefix caching shares blocks. Kept sequences are bounded by `cached_tokens`; past it the
+  oldest slots' memory goes back to the system.
 
 This module never imports gradio: chat.generation turns token streams into text, the tabs show them.
 """
@@ -221,6 +222,7 @@ class StepStats:
     rows: int = 0
     prompt_rows: int = 0
     reused_tokens: int = 0  # prompt tokens not read again thanks to a kept prefix
+    shared_tokens: int = 0  # ... of which copied from another slot (a prefix several requests start with)
     busy_refusals: int = 0
     seconds: float = 0.0  # inside the decoder
 
@@ -363,7 +365,17 @@ class Engine:
                 n = _common_prefix(slot.tokens, request.ids)
                 if n > shared:
                     best, shared = slot, n
-            reused = min(shared, len(request.ids) - 1)  # the last prompt token is always fed: its logits are needed
+            limit = len(request.ids) - 1  # the last prompt token is always fed: its logits are needed
+            donor, lent = None, min(shared, limit)
+            for slot in self.slots:  # any slot, busy ones too, may hold a longer start (the system prompt)
+                n = min(_common_prefix(slot.tokens, request.ids), limit) if slot is not best else 0
+                if n > lent:
+                    donor, lent = slot, n
+            if donor is not None:  # copy those keys and values (46 KB a token) instead of computing them again
+                self.cache.copy(donor.index, best.index, lent)
+                best.tokens, shared = donor.tokens[:lent], lent
+                self.stats.shared_tokens += lent
+            reused = min(shared, limit)
             best.tokens = best.tokens[:reused]
             best.request, request.slot, request.done = request, best.index, reused
             request.place, request.started = None, time.perf_counter()
@@ -425,7 +437,10 @@ class Engine:
                 if request.cancel.is_set():
                     self._finish(request, "cancelled")
                     continue
-                token = choose(row.clone(), request.sampling, request.generator, request.seen())
+                if request.sampling.repetition_penalty == 1.0:  # nothing changes the row in place
+                    token = choose(row, request.sampling, request.generator)
+                else:  # (an inference tensor: the penalty writes to a copy)
+                    token = choose(row.clone(), request.sampling, request.generator, request.seen())
                 request._emit(token)
                 if token in request.stop_ids:
                     self._finish(request, "stop")

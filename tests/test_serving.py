@@ -230,6 +230,25 @@ def test_a_kept_prefix_is_reused_and_gives_the_same_numbers(decoder):
         fresh.close()
 
 
+def test_a_start_held_by_a_busy_slot_is_copied_and_gives_the_same_reply(decoder):
+    system = prompt(71, 30)  # the system prompt every chat of a class begins with
+    first_ids, second_ids = system + prompt(72, 6), system + prompt(73, 9)
+    expected = alone(decoder, second_ids, 10)
+    run = engine(decoder, max_batch=2)
+    try:
+        first = run.submit(first_ids, 200)
+        tokens = iter(first)
+        next(tokens)  # the first is writing: its slot is busy, it holds the system prompt
+        second = run.submit(second_ids, 10)
+        assert list(second) == expected
+        assert run.stats.shared_tokens == 30  # copied, not computed again
+        assert second.slot != first.slot
+        first.stop()
+        list(tokens)
+    finally:
+        run.close()
+
+
 def test_kept_sequences_stay_within_their_budget(decoder):
     run = engine(decoder, max_batch=4, cached_tokens=100)
     try:
