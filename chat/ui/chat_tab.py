@@ -63,10 +63,10 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
 
 # Screen updates per second are capped: every yield is diffed, sent and re-rendered, work that competes with the model
 # for the same cores on a small CPU; the model makes ~140 tokens/s and ~25 updates/s read as smooth. The cap is for
-# the whole server: with more replies streaming at once each one is refreshed less often (8 at once: ~6 a second
+# the whole server: with more replies streaming at once each one is refreshed less often (8 at once: ~3 a second
 # each), so the page updates do not take the cores the batched steps need.
 REFRESH_S = 0.04
-UPDATES_PER_S = 50
+UPDATES_PER_S = 25
 
 
 def refresh_interval() -> float:
