@@ -20,16 +20,6 @@ def eager(chat_model):
     return fastpath.eager_decoder(chat_model.model)
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    """The C++ kernels, compiled into the test cache once (~10 s) and registered as torch.ops.chatlab.*."""
-    path = fastpath.kernels_path()
-    if not path.exists():
-        fastpath.build_kernels(path)
-    fastpath.load_kernels(path)
-    return path
-
-
 @pytest.fixture
 def plain(chat_model):
     return dataclasses.replace(chat_model, fast=None)

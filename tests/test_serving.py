@@ -16,15 +16,6 @@ VOCAB = 512
 
 
 @pytest.fixture(scope="module")
-def kernels():
-    path = fastpath.kernels_path()
-    if not path.exists():
-        fastpath.build_kernels(path)
-    fastpath.load_kernels(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def tiny_model():
     """A random 2-layer Llama: widths multiples of 32, grouped-query attention (4 query heads, 2 kv heads), tied
     embedding, like SmolLM2."""
