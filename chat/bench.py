@@ -552,8 +552,8 @@ def _serve_app(url: str, tokenizer, users: tuple[int, ...], new_tokens: int, rou
                 try:
                     job = clients[i].submit(SERVE_QUESTIONS[i % len(SERVE_QUESTIONS)], [], "", 0.0, 0.9, 50,
                                             new_tokens, 1.0, -1, api_name="/chat")
-                    for text in job:
-                        first = first or time.perf_counter()
+                    for text in job:  # (a reply waiting its turn streams "" first)
+                        first = first or (time.perf_counter() if text else None)
                     results[i] = (start, first, time.perf_counter(), len(tokenizer.encode(text)))
                 except Exception as error:  # counted, and the benchmark goes on
                     results[i] = error

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import queue
 import re
 import threading
 import time
@@ -329,9 +330,17 @@ class _StopOnEvent(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+WAIT_POLL_S = 0.5  # while no token comes (a reply waiting its turn, a long prompt being read), "" this often
+
+
 @dataclass
 class ChatStream:
-    """A reply being generated: iterate it for text deltas; `cancel()` stops the worker; `stats` at the end."""
+    """A reply being generated: iterate it for text deltas; `cancel()` stops the worker; `stats` at the end.
+
+    While no token comes (the reply waits for a place in the serving engine, or a long prompt is being read) the
+    iteration yields "" every WAIT_POLL_S: a consumer gets control back, so one whose user has gone can close the
+    stream, which stops the worker, instead of staying blocked until the first token. `place` is then the reply's
+    number in the engine's line (1 = next), or None."""
 
     prompt: Prompt
     stats: ReplyStats
@@ -342,11 +351,24 @@ class ChatStream:
     _max_new_tokens: int = 0
     error: BaseException | None = None
     text: str = ""
+    _request: serving.Request | None = field(default=None, repr=False)  # the engine's, once submitted
+
+    @property
+    def place(self) -> int | None:
+        request = self._request
+        return request.place if request is not None and not request.generated else None
 
     def __iter__(self) -> Iterator[str]:
         finished = False
         try:
-            for delta in self._streamer:
+            while True:
+                try:
+                    delta = next(self._streamer)
+                except queue.Empty:  # nothing yet: hand control back (see the class's docstring)
+                    yield ""
+                    continue
+                except StopIteration:
+                    break
                 if delta:
                     self.text += delta
                     yield delta
@@ -394,7 +416,7 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
     loaded = loaded or get_model()
     cancel = cancel or threading.Event()
     prompt = build_prompt(loaded, messages, params.max_new_tokens, cancel)
-    streamer = _TimedStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _TimedStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=WAIT_POLL_S)
     stats = ReplyStats(prompt_tokens=len(prompt.ids), dropped_messages=prompt.dropped,
                        context_window=loaded.context_window)
     stream = ChatStream(prompt, stats, streamer, None, cancel, time.perf_counter(),  # type: ignore[arg-type]
@@ -408,7 +430,7 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
                     streamer.end()
                     return
                 if loaded.fast is not None:
-                    _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator)
+                    _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator, stream)
                 else:  # generate runs a reply per thread: fewer at once
                     with budget.slot("plain-chat"):
                         _plain_generate(loaded, prompt.ids, params, streamer, cancel, generator)
@@ -492,14 +514,16 @@ def _token_chooser(params: GenerationParams, generator: torch.Generator | None =
 
 
 def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel,
-                   generator: torch.Generator | None = None) -> None:
+                   generator: torch.Generator | None = None, stream: ChatStream | None = None) -> None:
     """The reply as one request of the batching engine (chat.serving), sampled with this request's generator; its
     tokens feed the same streamer generate would (prompt first, then each token). `cancel` ends it at the
-    engine's next step, freeing its slot."""
+    engine's next step, freeing its slot; `stream` gets the request (its place in line)."""
     streamer.put(torch.tensor([ids]))
     try:
         request = serving.engine_for(loaded).submit(ids, params.max_new_tokens, serving.sampling_of(params),
                                                     loaded.stop_ids, cancel=cancel, generator=generator)
+        if stream is not None:
+            stream._request = request
         for token in request:
             streamer.put(torch.tensor([token]))
     finally:

@@ -498,15 +498,16 @@ _ENGINES: dict[int, tuple[object, Engine]] = {}  # id(fast decoder) -> (the deco
 _ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(loaded) -> Engine | None:
-    """The one engine serving this loaded model's fast decoder (started on first use), or None on the plain path."""
+def engine_for(loaded, config: ServingConfig | None = None) -> Engine | None:
+    """The one engine serving this loaded model's fast decoder (started on first use, with `config` or CONFIG), or
+    None on the plain path."""
     fast = getattr(loaded, "fast", None)
     if fast is None:
         return None
     with _ENGINES_LOCK:
         entry = _ENGINES.get(id(fast))
         if entry is None or entry[0] is not fast:
-            entry = _ENGINES[id(fast)] = (fast, Engine(fast, loaded.context_window, CONFIG))
+            entry = _ENGINES[id(fast)] = (fast, Engine(fast, loaded.context_window, config or CONFIG))
         return entry[1]
 
 

@@ -95,6 +95,32 @@ def test_abandoning_a_stream_stops_its_worker(chat_model):
     assert not stream._worker.is_alive() and stream.stats.finish_reason == "cancelled"
 
 
+def test_a_reply_waiting_for_a_place_says_its_number_and_a_user_who_leaves_frees_the_line(chat_model):
+    from chat import fastpath, serving
+
+    loaded = dataclasses.replace(chat_model, fast=fastpath.eager_decoder(chat_model.model))
+    engine = serving.engine_for(loaded, serving.ServingConfig(max_batch=1, max_waiting=2))
+    writing = g.stream_chat([{"role": "user", "content": "Count from one to one thousand."}],
+                            g.GenerationParams(temperature=0, max_new_tokens=2000), loaded)
+    written = iter(writing)
+    while not next(written):  # the only place is taken once this writes
+        pass
+    waiting = g.stream_chat(ASK, g.GenerationParams(temperature=0, max_new_tokens=8), loaded)
+    pieces = iter(waiting)
+    for _ in range(20):  # nothing to read while it waits: "" every WAIT_POLL_S, so the consumer keeps control
+        assert next(pieces) == ""
+        if waiting.place is not None:
+            break
+    assert waiting.place == 1 and len(engine.waiting) == 1
+    start = time.perf_counter()
+    pieces.close()  # what Gradio does when the user leaves
+    assert not waiting._worker.is_alive() and time.perf_counter() - start < 2
+    assert not engine.waiting and waiting.stats.finish_reason == "cancelled"
+    written.close()
+    assert engine.running == 0 and writing.stats.finish_reason == "cancelled"
+    engine.close()
+
+
 def test_gradio_6_message_parts_are_flattened():
     history = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},

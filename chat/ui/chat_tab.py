@@ -189,6 +189,12 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     try:
         answer, shown_at, interval = "", 0.0, REFRESH_S
         for delta in stream:
+            if not delta:  # no token yet: say where the reply stands, and let Gradio close this if the user has gone
+                place = getattr(stream, "place", None)
+                waiting = tr(request, "chat.waiting", place=place) if place else notes
+                yield answer, waiting, _gauge_now(stream, loaded, used, request), header
+                header = gr.skip()
+                continue
             answer += delta
             now = time.monotonic()
             if now - shown_at >= interval:  # the first token at once, then ~25 updates/s (fewer when crowded)

@@ -1021,6 +1021,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "tuning.error_n": ("n must be between 1 and 8.", "n 必须在 1 到 8 之间。"),
     # --- feedback strings (end) ---
     # --- serving strings (start) ---
+    "chat.waiting": ("⏳ Every place is taken: your reply is number {place} in line and starts as soon as one is free.",
+                     "⏳ 所有位置都已占用：你的回复排在第 {place} 位，一有空位就开始。"),
     "serving.busy": ("The server is busy: you are number {place} in line, and the line is full ({running} replies "
                      "are being written now). Please try again in a minute.",
                      "服务器正忙：你排在第 {place} 位，队列已满（正在生成 {running} 个回复）。请稍后再试。"),
