@@ -331,6 +331,15 @@ class _StopOnEvent(StoppingCriteria):
 
 
 WAIT_POLL_S = 0.5  # while no token comes (a reply waiting its turn, a long prompt being read), "" this often
+# A reply's text is refreshed on screen at most ~25 times a second, and the server's updates are shared by the replies
+# streaming at once (8: ~3 a second each): every update is diffed, sent and drawn on the cores the model needs
+REFRESH_S = 0.04
+UPDATES_PER_S = 25
+
+
+def pace(replies: int) -> float:
+    """Seconds between two deliveries of one reply's new text while `replies` stream at once."""
+    return max(REFRESH_S, replies / UPDATES_PER_S)
 
 
 @dataclass
@@ -524,8 +533,14 @@ def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams
                                                     loaded.stop_ids, cancel=cancel, generator=generator)
         if stream is not None:
             stream._request = request
-        for token in request:
-            streamer.put(torch.tensor([token]))
+        engine, until = serving.engine_for(loaded), None  # the first token at once, then a batch per pace()
+        while True:
+            tokens, ended = request.take(until)
+            if tokens:
+                streamer.put(torch.tensor(tokens))
+            if ended:
+                break
+            until = time.monotonic() + pace(engine.running)
     finally:
         streamer.end()
 

@@ -140,6 +140,7 @@ class Request:
     started: float | None = None  # when it got a slot
     generator: torch.Generator = field(default_factory=torch.Generator)
     _outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
     _seen: torch.Tensor | None = field(default=None, repr=False)  # ids the repetition penalty looks at
 
     def __post_init__(self):
@@ -158,6 +159,27 @@ class Request:
                 if self.error is not None:
                     raise RuntimeError(f"Generation failed: {self.error}") from self.error
                 return
+
+    def take(self, until: float | None = None) -> tuple[list[int], bool]:
+        """The tokens made since the last call, and whether the request has ended: blocks for the first one (or the
+        end), then, given a time.monotonic() deadline `until`, sleeps until it, or until the request ends, and takes
+        everything made meanwhile. One wake-up for a batch of tokens instead of one per token: a consumer that shows
+        text a few times a second leaves the cores to the steps. Raises if the engine failed."""
+        tokens: list[int] = []
+        kind, value = self._outbox.get()
+        while True:
+            if kind == "end":
+                if self.error is not None:
+                    raise RuntimeError(f"Generation failed: {self.error}") from self.error
+                return tokens, True
+            tokens.append(value)
+            if until is not None:
+                self._ended.wait(max(0.0, until - time.monotonic()))
+                until = None
+            try:
+                kind, value = self._outbox.get_nowait()
+            except queue.Empty:
+                return tokens, False
 
     def stop(self) -> None:
         """Stop at the next step boundary (the slot is freed there); iteration then ends."""
@@ -204,6 +226,7 @@ class Request:
         if self.finish_reason is None:
             self.finish_reason, self.error = reason, error
             self._outbox.put(("end", reason))
+            self._ended.set()
 
 
 @dataclass

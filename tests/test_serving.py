@@ -191,10 +191,11 @@ def test_a_long_prompt_is_read_in_chunks_while_the_others_keep_writing(decoder):
 
 
 def test_a_short_prompt_is_not_stuck_behind_a_long_one(decoder):
-    run = engine(decoder, max_batch=4, prompt_tokens_per_step=32)
+    run = engine(decoder, max_batch=4, prompt_tokens_per_step=32, prompt_tokens_alone=32)
     try:
-        long = run.submit(prompt(60, 900), 1)
-        time.sleep(0.05)
+        long = run.submit(prompt(60, 900), 1)  # ~28 steps of prompt
+        while long.done == 0:  # it is being read
+            time.sleep(0.001)
         short = run.submit(prompt(61, 10), 1)
         list(short)
         assert not long.finished  # the short one had its share of every step's prompt budget

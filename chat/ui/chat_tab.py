@@ -61,19 +61,12 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
     return generation.normalize_messages(turns)
 
 
-# Screen updates per second are capped: every yield is diffed, sent and re-rendered, work that competes with the model
-# for the same cores on a small CPU; the model makes ~140 tokens/s and ~25 updates/s read as smooth. The cap is for
-# the whole server: with more replies streaming at once each one is refreshed less often (8 at once: ~3 a second
-# each), so the page updates do not take the cores the batched steps need.
-REFRESH_S = 0.04
-UPDATES_PER_S = 25
-
-
 def refresh_interval() -> float:
-    """Seconds between two screen updates of one reply, given how many replies are streaming now."""
+    """Seconds between two screen updates of one reply, given how many replies are streaming now (the server's
+    ~25 updates a second are shared: see generation.pace)."""
     with _CANCELS_LOCK:
         streaming = len(_CANCELS)
-    return max(REFRESH_S, streaming / UPDATES_PER_S)
+    return generation.pace(streaming)
 
 
 VARIANTS = ("original", "sft", "dpo", "server")  # the chat model, this session's tuned copies, or a server
@@ -187,7 +180,7 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     else:
         header = gr.update(value=prompt_view(stream.prompt.text), label=tr(request, "chat.prompt_tokens", tokens=used))
     try:
-        answer, shown_at, interval = "", 0.0, REFRESH_S
+        answer, shown_at, interval = "", 0.0, generation.REFRESH_S
         for delta in stream:
             if not delta:  # no token yet: say where the reply stands, and let Gradio close this if the user has gone
                 place = getattr(stream, "place", None)
