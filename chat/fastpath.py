@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKAGE_FORMAT = 4  # bump when the compiled step's inputs, outputs or weight format change
+PACKAGE_FORMAT = 5  # bump when the compiled step's inputs, outputs or weight format change (5: batched rows)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ def dequantize(packed: dict[str, torch.Tensor], rows: torch.Tensor | None = None
 
 
 def linear(x: torch.Tensor, packed: dict[str, torch.Tensor]) -> torch.Tensor:
-    """x (K,) @ the packed matrix (N, K)^T -> (N,) with the C++ kernels (load_kernels() first)."""
+    """x (K,) or a batch of rows (R, K) @ the packed matrix (N, K)^T -> (N,) or (R, N), with the C++ kernels
+    (load_kernels() first)."""
     if "mins" in packed:
         return torch.ops.chatlab.q4_linear(x, packed["codes"], packed["scales"], packed["mins"])
     return torch.ops.chatlab.q8_linear(x, packed["codes"], packed["scales"])
@@ -152,7 +153,7 @@ def kernels_path() -> Path:
     from chat.data import cache_dir
 
     raw = f"{KERNELS_SOURCE.read_text()}:{torch.__version__}:{' '.join(_kernel_flags())}"
-    return cache_dir("models") / f"chatlab-kernels-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.so"
+    return cache_dir("models") / f"chatlab-kernels{PACKAGE_FORMAT}-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.so"
 
 
 def build_kernels(target: Path) -> Path:
@@ -182,10 +183,14 @@ def build_kernels(target: Path) -> Path:
 _KERNELS_LOCK = threading.Lock()
 
 
+def _has_op(name: str) -> bool:
+    return hasattr(torch.ops.chatlab, name)
+
+
 def load_kernels(path: Path) -> None:
     """Register torch.ops.chatlab.* from the compiled library (once per process), with the shape rules export needs."""
     with _KERNELS_LOCK:
-        if hasattr(torch.ops.chatlab, "q4_linear"):
+        if _has_op("q4_linear"):
             return
         torch.ops.load_library(str(path))
         _register_shapes()
@@ -194,23 +199,31 @@ def load_kernels(path: Path) -> None:
 def _register_shapes() -> None:
     @torch.library.register_fake("chatlab::q4_linear")
     def _(x, codes, scales, mins):
-        return x.new_empty(codes.shape[0])
+        return x.new_empty(*x.shape[:-1], codes.shape[0])
 
     @torch.library.register_fake("chatlab::q8_linear")
     def _(x, codes, scales):
-        return x.new_empty(codes.shape[0])
+        return x.new_empty(*x.shape[:-1], codes.shape[0])
+
+    @torch.library.register_fake("chatlab::attention")
+    def _(q, k_new, v_new, k_cache, v_cache, slots, positions, layer, heads):
+        return q.new_empty(q.shape)
 
 
 class Decoder(nn.Module):
-    """One decode step of a Llama-style model on its 4-bit (layers) and 8-bit (embedding) blocks;
-    forward(token, pos, caches) -> logits, new k/v."""
+    """One step of a Llama-style model over a batch of rows, each one token of some sequence, on its 4-bit (layers)
+    and 8-bit (embedding) blocks: forward(tokens, slots, positions, logit_rows, k_cache, v_cache) -> logits, k, v.
+
+    A row is a sequence's next token while it decodes, or one token of a prompt's chunk: the rows of one sequence
+    are consecutive, in position order. Every row's arithmetic is its own (products per row, attention over its own
+    sequence), so a sequence gets the same numbers alone or in any batch."""
 
     def __init__(self, model: nn.Module, kernels: bool = False):
         super().__init__()
         self.config = cfg = decoder_config(model)
-        self.kernels = kernels  # products by the C++ kernels (the compiled step), else on dequantized fp32 matrices
+        self.kernels = kernels  # products and attention by the C++ kernels (the compiled step), else plain PyTorch
         base = model.model
-        self._dense: dict[str, torch.Tensor] = {}  # eager runs only: dequantized matrices, made on first use
+        self._dense: dict[str, torch.Tensor] = {}  # plain runs only: dequantized matrices, made on first use
         self._matrix("embed", base.embed_tokens.weight, 8)  # (vocab, hidden): rows looked up, and the tied lm_head
         tied = model.lm_head.weight.data_ptr() == base.embed_tokens.weight.data_ptr()
         self.head = "embed" if tied else self._matrix("head", model.lm_head.weight, 8)
@@ -240,49 +253,121 @@ class Decoder(nn.Module):
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if self.kernels:
             return linear(x, self._packed(name))
-        if name not in self._dense:  # eager (tests, the reference): a plain linear on the dequantized matrix
+        if name not in self._dense:  # plain (tests, the reference): a linear on the dequantized matrix
             self._dense[name] = dequantize(self._packed(name))
         return F.linear(x, self._dense[name])
 
-    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean() + self.config.eps) * weight
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # (R, hidden), per row
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.config.eps) * weight
 
-    def forward(self, token: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """token (1,) int64; pos (1,) int64 = its position; k/v_cache (layers, kv_heads, T_max, head_dim) hold
-        positions < pos; past (n,) is a marker whose length n == pos (a shape, so the step compiles once for all n).
-        Returns logits (vocab,) and this token's k, v (layers, kv_heads, head_dim) for the caller to store at pos."""
+    def _attention(self, q, k, v, k_cache, v_cache, slots, positions, layer: int) -> torch.Tensor:
+        """q (R, heads*hd), k / v (R, kv_heads*hd) -> (R, heads*hd): each row over its own sequence's cached
+        positions and the rows of that sequence up to itself."""
         cfg = self.config
-        n = past.shape[0]
-        hd, nh, nkv = cfg.head_dim, cfg.heads, cfg.kv_heads
-        x = dequantize(self._packed("embed"), rows=token)[0]  # (hidden,)
-        angle = pos.to(torch.float32) * self.inv_freq  # (hd/2,)
-        cos, sin = torch.cos(angle).repeat(2), torch.sin(angle).repeat(2)  # (hd,), HF's rotate_half layout
+        if self.kernels:
+            return torch.ops.chatlab.attention(q, k, v, k_cache, v_cache, slots, positions, layer, cfg.heads)
+        hd, group = cfg.head_dim, cfg.heads // cfg.kv_heads
+        out, first = torch.empty_like(q), 0
+        slot_of, pos_of = slots.tolist(), positions.tolist()
+        for r in range(q.shape[0]):
+            if r and slot_of[r] != slot_of[r - 1]:
+                first = r
+            cached = pos_of[first]
+            keys = torch.cat([k_cache[slot_of[r], layer, :, :cached], k[first: r + 1].view(-1, cfg.kv_heads, hd)
+                              .transpose(0, 1)], dim=1)  # (kv_heads, n, hd)
+            values = torch.cat([v_cache[slot_of[r], layer, :, :cached], v[first: r + 1].view(-1, cfg.kv_heads, hd)
+                                .transpose(0, 1)], dim=1)
+            query = q[r].view(cfg.kv_heads, group, hd)  # query heads grouped by the kv head they share
+            scores = torch.einsum("gqd,gtd->gqt", query, keys) / hd ** 0.5
+            out[r] = torch.einsum("gqt,gtd->gqd", torch.softmax(scores, dim=-1), values).reshape(-1)
+        return out
 
-        def rope(t):  # (heads, hd)
-            t1, t2 = t[:, : hd // 2], t[:, hd // 2:]
+    def forward(self, tokens: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor, logit_rows: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tokens, slots, positions (R,) int64: row r is token tokens[r] at position positions[r] of the sequence
+        in cache slot slots[r]; logit_rows (M,) int64: the rows whose next-token logits are wanted (a prompt's
+        chunk needs only its last); k/v_cache (slots, layers, kv_heads, T_max, head_dim) hold each slot's keys and
+        values for the positions before its first row here. Returns logits (M, vocab) and the rows' keys and values
+        (R, layers, kv_heads, head_dim), which the caller stores at (slot, position)."""
+        cfg = self.config
+        hd, nh, nkv = cfg.head_dim, cfg.heads, cfg.kv_heads
+        rows = tokens.shape[0]
+        x = dequantize(self._packed("embed"), rows=tokens)  # (R, hidden)
+        angle = positions.to(torch.float32)[:, None] * self.inv_freq  # (R, hd/2)
+        cos = torch.cos(angle).repeat(1, 2)[:, None, :]  # (R, 1, hd), HF's rotate_half layout
+        sin = torch.sin(angle).repeat(1, 2)[:, None, :]
+
+        def rope(t):  # (R, heads, hd)
+            t1, t2 = t[..., : hd // 2], t[..., hd // 2:]
             return t * cos + torch.cat([-t2, t1], dim=-1) * sin
 
         new_k, new_v = [], []
         for i in range(cfg.layers):
             h = self._norm(x, getattr(self, f"l{i}_attn_norm"))
-            qkv = self._linear(h, f"l{i}_qkv")
-            q = rope(qkv[: nh * hd].view(nh, hd))
-            k = rope(qkv[nh * hd: (nh + nkv) * hd].view(nkv, hd))
-            v = qkv[(nh + nkv) * hd:].view(nkv, hd)
+            qkv = self._linear(h, f"l{i}_qkv")  # (R, (nh + 2 nkv) hd)
+            q = rope(qkv[:, : nh * hd].view(rows, nh, hd)).reshape(rows, nh * hd)
+            k = rope(qkv[:, nh * hd: (nh + nkv) * hd].view(rows, nkv, hd)).reshape(rows, nkv * hd)
+            v = qkv[:, (nh + nkv) * hd:]
             new_k.append(k)
             new_v.append(v)
-            keys = torch.cat([k_cache[i, :, :n], k[:, None]], dim=1)  # (nkv, n+1, hd)
-            values = torch.cat([v_cache[i, :, :n], v[:, None]], dim=1)
-            q = q.view(nkv, nh // nkv, hd)  # query heads grouped by the kv head they share
-            scores = torch.einsum("gqd,gtd->gqt", q, keys) / hd ** 0.5
-            attn = torch.einsum("gqt,gtd->gqd", torch.softmax(scores, dim=-1), values).reshape(nh * hd)
+            attn = self._attention(q, k, v, k_cache, v_cache, slots, positions, i)
             x = x + self._linear(attn, f"l{i}_o")
             h = self._norm(x, getattr(self, f"l{i}_mlp_norm"))
-            gate, up = self._linear(h, f"l{i}_gate_up").chunk(2)
+            gate, up = self._linear(h, f"l{i}_gate_up").chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, f"l{i}_down")
-        logits = self._linear(self._norm(x, self.final_norm), self.head)
-        return logits, torch.stack(new_k), torch.stack(new_v)
+        logits = self._linear(self._norm(x[logit_rows], self.final_norm), self.head)  # (M, vocab)
+        return logits, torch.stack(new_k, dim=1).view(rows, cfg.layers, nkv, hd), \
+            torch.stack(new_v, dim=1).view(rows, cfg.layers, nkv, hd)
+
+
+# --- the KV cache -------------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of up to `slots` sequences of up to `context` positions each: (slots, layers, kv_heads,
+    context, head_dim) fp32 for k and for v. The memory is an anonymous mapping, so only the positions written take
+    RAM (a short chat in an 8k-context slot costs a few MB, not 377), and `release(slot)` hands a slot's pages back
+    to the system."""
+
+    def __init__(self, config: DecoderConfig, slots: int, context: int):
+        import mmap
+
+        self.shape = (slots, config.layers, config.kv_heads, context, config.head_dim)
+        nbytes = 4 * slots * config.layers * config.kv_heads * context * config.head_dim
+        self._maps = [mmap.mmap(-1, nbytes) for _ in range(2)]
+        self.k, self.v = (torch.frombuffer(m, dtype=torch.float32).view(self.shape) for m in self._maps)
+
+    @property
+    def slots(self) -> int:
+        return self.shape[0]
+
+    @property
+    def context(self) -> int:
+        return self.shape[3]
+
+    def store(self, slots: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write rows' keys and values (R, layers, kv_heads, head_dim) at (slots[r], positions[r])."""
+        if _has_op("store"):  # a copy per row; index_put on a cache this size takes ~0.2 ms per row
+            torch.ops.chatlab.store(self.k, self.v, slots, positions, k, v)
+        else:
+            self.k[slots, :, :, positions] = k
+            self.v[slots, :, :, positions] = v
+
+    def copy(self, source: int, target: int, positions: int) -> None:
+        """Copy the keys and values of a slot's first `positions` positions into another slot."""
+        for cache in (self.k, self.v):
+            cache[target, :, :, :positions] = cache[source, :, :, :positions]
+
+    def release(self, slot: int) -> None:
+        """Give the slot's memory back to the system (its contents read as zeros afterwards)."""
+        import mmap
+
+        size = len(self._maps[0]) // self.slots  # (an anonymous map has no file: size() fails)
+        page = mmap.PAGESIZE
+        start, end = -(-slot * size // page) * page, (slot + 1) * size // page * page
+        if end > start and hasattr(mmap, "MADV_DONTNEED"):
+            for m in self._maps:
+                m.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 # --- the compiled package -----------------------------------------------------------------------------------------
@@ -290,17 +375,20 @@ class Decoder(nn.Module):
 
 def package_path(model) -> Path:
     """Where the compiled step for this model (or config), torch version and CPU lives (next to the converted
-    model)."""
+    model). The format is in the name: packages of other formats (older ChatLab versions sharing the cache) are
+    neither read nor removed."""
     from chat.data import cache_dir
 
     source = str(getattr(getattr(model, "config", model), "_name_or_path", "") or "model")
     raw = f"{PACKAGE_FORMAT}:{source}:{torch.__version__}:{torch.backends.cpu.get_cpu_capability()}:{kernels_path()}"
-    return cache_dir("models") / f"{Path(source).name or 'model'}-fast-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.pt2"
+    name = Path(source).name or "model"
+    return cache_dir("models") / f"{name}-fast{PACKAGE_FORMAT}-{hashlib.sha1(raw.encode()).hexdigest()[:12]}.pt2"
 
 
 def _example_inputs(cfg: DecoderConfig) -> tuple:
-    cache = torch.zeros(cfg.layers, cfg.kv_heads, 16, cfg.head_dim)
-    return torch.tensor([1]), torch.tensor([8]), cache, cache.clone(), torch.empty(8)
+    cache = torch.zeros(2, cfg.layers, cfg.kv_heads, 16, cfg.head_dim)
+    return (torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1]), torch.tensor([4, 5, 2]), torch.tensor([1, 2]),
+            cache, cache.clone())
 
 
 def build_package(model: nn.Module, target: Path, progress: Callable[[str], None] = print) -> Path:
@@ -311,25 +399,25 @@ def build_package(model: nn.Module, target: Path, progress: Callable[[str], None
     start = time.perf_counter()
     kernels = kernels_path()
     if not kernels.exists():
-        progress("Fast path: compiling the quantized matrix kernels (once; about 10 s)…")
+        progress("Fast path: compiling the quantized matrix kernels (once; about 15 s)…")
         build_kernels(kernels)
     load_kernels(kernels)
     progress("Fast path: packing the weights into Q4_1 / Q8_0 blocks…")
     decoder = Decoder(model, kernels=True).eval()
-    cfg = decoder.config
-    steps = Dim("past", min=0, max=65_534)  # 0: the prompt's first token, when the step runs the prompt
-    slots = Dim("slots", min=2, max=65_535)
+    rows, outputs = Dim("rows", min=1, max=65_536), Dim("outputs", min=1, max=65_536)
+    cache = {0: Dim("slots", min=1, max=4096), 3: Dim("context", min=2, max=1 << 20)}
     progress("Fast path: exporting the decode step…")
     with torch.no_grad():
-        exported = torch.export.export(decoder, _example_inputs(cfg),
-                                       dynamic_shapes=({}, {}, {2: slots}, {2: slots}, {0: steps}))
+        exported = torch.export.export(decoder, _example_inputs(decoder.config),
+                                       dynamic_shapes=({0: rows}, {0: rows}, {0: rows}, {0: outputs}, cache, cache))
     progress("Fast path: compiling it to C++ with AOTInductor (once; about a minute on 2 cores)…")
     staging = target.with_name(f"{target.stem}.partial-{os.getpid()}.pt2")
     staging.unlink(missing_ok=True)
     torch._inductor.aoti_compile_and_package(exported, package_path=str(staging))
     os.replace(staging, target)
-    for stale in [*target.parent.glob(f"{target.name.split('-fast-')[0]}-fast-*.pt2"),
-                  *target.parent.glob("chatlab-kernels-*.so")]:  # packages of earlier versions
+    prefix = target.name.split(f"-fast{PACKAGE_FORMAT}-")[0]
+    for stale in [*target.parent.glob(f"{prefix}-fast{PACKAGE_FORMAT}-*.pt2"),
+                  *target.parent.glob(f"chatlab-kernels{PACKAGE_FORMAT}-*.so")]:  # this format, earlier builds
         if stale not in (target, kernels) and ".partial-" not in stale.name:
             stale.unlink(missing_ok=True)
     progress(f"Fast path: compiled in {time.perf_counter() - start:.0f} s, cached in {target}")
@@ -338,76 +426,53 @@ def build_package(model: nn.Module, target: Path, progress: Callable[[str], None
 
 @dataclass
 class FastDecoder:
-    """Greedy or sampled decoding with the compiled step (or the eager Decoder); the prompt runs batched on the
-    transformers model when it is there, else through the step, token by token."""
+    """The compiled step (or the plain Decoder) and what it computes with: `forward` runs one step of rows over a
+    KVCache and stores their keys and values; chat.serving batches many sequences into those steps."""
 
-    model: nn.Module | None  # the plain transformers model (None while it loads in the background)
-    step: Callable  # (token, pos, k_cache, v_cache, past) -> logits, k, v
+    step: Callable  # (tokens, slots, positions, logit_rows, k_cache, v_cache) -> logits, k, v
     config: DecoderConfig
     kind: str  # "aoti" (compiled package) or "eager" (tests, reference)
 
-    def _steps(self, tokens: list[int], start: int, k_cache: torch.Tensor, v_cache: torch.Tensor):
-        """Run `tokens` through the step at positions start, start + 1, …, storing their keys and values in the
-        caches; yields each one's next-token logits (vocab,)."""
-        for j, token in enumerate(tokens):
-            pos = start + j
-            logits, k, v = self.step(torch.tensor([token]), torch.tensor([pos]), k_cache, v_cache, torch.empty(pos))
-            k_cache[:, :, pos] = k
-            v_cache[:, :, pos] = v
-            yield logits
+    def new_cache(self, slots: int, context: int) -> KVCache:
+        return KVCache(self.config, slots, context)
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int], slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the prompt; (next-token logits (vocab,), k_cache, v_cache) with `slots` positions, the prompt's
-        filled in."""
-        cfg = self.config
-        k_cache = torch.zeros(cfg.layers, cfg.kv_heads, slots, cfg.head_dim)
-        v_cache = torch.zeros_like(k_cache)
-        if self.model is None:
-            *_, logits = self._steps(ids, 0, k_cache, v_cache)
-            return logits, k_cache, v_cache
-        # logits of the last row only: all T rows would be (T, vocab) floats, 1.6 GB for an 8k prompt
-        out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
-        for i, layer in enumerate(out.past_key_values.layers):  # each (1, kv_heads, T, head_dim)
-            k_cache[i, :, : len(ids)] = layer.keys[0]
-            v_cache[i, :, : len(ids)] = layer.values[0]
-        return out.logits[0, -1].float(), k_cache, v_cache
+    def forward(self, cache: KVCache, tokens: list[int], slots: list[int], positions: list[int],
+                logit_rows: list[int]) -> torch.Tensor:
+        """One step (see Decoder.forward); returns the logits (len(logit_rows), vocab)."""
+        slots_t, positions_t = torch.tensor(slots, dtype=torch.long), torch.tensor(positions, dtype=torch.long)
+        wanted = torch.tensor(logit_rows or [len(tokens) - 1], dtype=torch.long)  # the step computes at least one
+        logits, k, v = self.step(torch.tensor(tokens, dtype=torch.long), slots_t, positions_t, wanted, cache.k,
+                                 cache.v)
+        cache.store(slots_t, positions_t, k, v)
+        return logits if logit_rows else logits[:0]
 
     @torch.inference_mode()
-    def tokens(self, ids: list[int], max_new_tokens: int, choose: Callable[[torch.Tensor, torch.Tensor], int],
-               stop_ids: set[int] = frozenset(), cancel=None):
-        """Yield up to max_new_tokens token ids; `choose(all_ids (1, L), logits (1, vocab)) -> id` picks each one.
-        Stops after a stop id, or before the next step once `cancel` (a threading.Event) is set."""
-        logits, k_cache, v_cache = self.prefill(ids, len(ids) + max_new_tokens)
-        seen = torch.tensor([ids])
-        for step in range(max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
-            token = choose(seen, logits[None])
-            yield token
-            if token in stop_ids or step == max_new_tokens - 1:
-                return
-            logits = next(self._steps([token], seen.shape[1], k_cache, v_cache))
-            seen = torch.cat([seen, torch.tensor([[token]])], dim=1)
-
-    @torch.inference_mode()
-    def next_token_logits(self, ids: list[int], continuation: list[int]) -> torch.Tensor:
+    def next_token_logits(self, ids: list[int], continuation: list[int], chunk: int = 256) -> torch.Tensor:
         """Teacher-forced logits (len(continuation), vocab): row j predicts continuation[j] given ids + the ones
-        before it (the quality check: compare each row's argmax with the plain model's)."""
-        logits, k_cache, v_cache = self.prefill(ids, len(ids) + len(continuation))
-        return torch.stack([logits, *self._steps(continuation[:-1], len(ids), k_cache, v_cache)])
+        before it (the quality check: compare each row's argmax with the plain model's). One sequence, in chunks."""
+        tokens = ids + continuation[:-1]
+        cache = self.new_cache(1, len(tokens))
+        wanted, out = set(range(len(ids) - 1, len(tokens))), []
+        for start in range(0, len(tokens), chunk):
+            part = tokens[start: start + chunk]
+            rows = [j for j in range(len(part)) if start + j in wanted] or [len(part) - 1]
+            logits = self.forward(cache, part, [0] * len(part), list(range(start, start + len(part))), rows)
+            out += [logits[i] for i, j in enumerate(rows) if start + j in wanted]
+        return torch.stack(out)
 
 
-def eager_decoder(model: nn.Module) -> FastDecoder:
-    """The same decoder without compilation (slow; for tests and as the reference of the compiled one)."""
-    decoder = Decoder(model).eval()
-    return FastDecoder(model, decoder, decoder.config, "eager")
+def eager_decoder(model: nn.Module, kernels: bool = False) -> FastDecoder:
+    """The same decoder without compilation (slow; for tests and as the reference of the compiled one): plain
+    PyTorch on the dequantized weights, or with `kernels` the C++ kernels called op by op (load_kernels() first)."""
+    decoder = Decoder(model, kernels=kernels).eval()
+    return FastDecoder(decoder, decoder.config, "eager")
 
 
-def load_package(model: nn.Module, path: Path) -> FastDecoder:
+def load_package(model, path: Path) -> FastDecoder:
     """The compiled step from its package (~0.4 s), after the kernels it calls. torch's C++ loader is used directly
     when present: importing torch._inductor for `aoti_load_package` alone adds ~1.2 s to every start, and its pytree
-    wrapper runs per token."""
+    wrapper runs per step."""
     load_kernels(kernels_path())
     loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader_class is None:
@@ -417,7 +482,7 @@ def load_package(model: nn.Module, path: Path) -> FastDecoder:
 
         def runner(*inputs):
             return loader.run(list(inputs))
-    return FastDecoder(model if isinstance(model, nn.Module) else None, runner, decoder_config(model), "aoti")
+    return FastDecoder(runner, decoder_config(model), "aoti")
 
 
 def enabled() -> bool:

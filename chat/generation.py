@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import queue
 import re
 import threading
 import time
@@ -32,7 +33,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, RepetitionPenalt
                           StoppingCriteriaList, TemperatureLogitsWarper, TextIteratorStreamer, TopKLogitsWarper,
                           TopPLogitsWarper)
 
-from chat import budget
+from chat import budget, serving  # noqa: F401 (serving sets the chat limits the queue uses)
 from chat.models import LoadedModel, ModelTokenizer, encode_plain_batch, get_model
 from chat.tokens import describe_bytes, group_tokens
 
@@ -329,9 +330,26 @@ class _StopOnEvent(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+WAIT_POLL_S = 0.5  # while no token comes (a reply waiting its turn, a long prompt being read), "" this often
+# A reply's text is refreshed on screen at most ~25 times a second, and the server's updates are shared by the replies
+# streaming at once (8: ~3 a second each): every update is diffed, sent and drawn on the cores the model needs
+REFRESH_S = 0.04
+UPDATES_PER_S = 25
+
+
+def pace(replies: int) -> float:
+    """Seconds between two deliveries of one reply's new text while `replies` stream at once."""
+    return max(REFRESH_S, replies / UPDATES_PER_S)
+
+
 @dataclass
 class ChatStream:
-    """A reply being generated: iterate it for text deltas; `cancel()` stops the worker; `stats` at the end."""
+    """A reply being generated: iterate it for text deltas; `cancel()` stops the worker; `stats` at the end.
+
+    While no token comes (the reply waits for a place in the serving engine, or a long prompt is being read) the
+    iteration yields "" every WAIT_POLL_S: a consumer gets control back, so one whose user has gone can close the
+    stream, which stops the worker, instead of staying blocked until the first token. `place` is then the reply's
+    number in the engine's line (1 = next), or None."""
 
     prompt: Prompt
     stats: ReplyStats
@@ -342,11 +360,24 @@ class ChatStream:
     _max_new_tokens: int = 0
     error: BaseException | None = None
     text: str = ""
+    _request: serving.Request | None = field(default=None, repr=False)  # the engine's, once submitted
+
+    @property
+    def place(self) -> int | None:
+        request = self._request
+        return request.place if request is not None and not request.generated else None
 
     def __iter__(self) -> Iterator[str]:
         finished = False
         try:
-            for delta in self._streamer:
+            while True:
+                try:
+                    delta = next(self._streamer)
+                except queue.Empty:  # nothing yet: hand control back (see the class's docstring)
+                    yield ""
+                    continue
+                except StopIteration:
+                    break
                 if delta:
                     self.text += delta
                     yield delta
@@ -394,7 +425,7 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
     loaded = loaded or get_model()
     cancel = cancel or threading.Event()
     prompt = build_prompt(loaded, messages, params.max_new_tokens, cancel)
-    streamer = _TimedStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _TimedStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=WAIT_POLL_S)
     stats = ReplyStats(prompt_tokens=len(prompt.ids), dropped_messages=prompt.dropped,
                        context_window=loaded.context_window)
     stream = ChatStream(prompt, stats, streamer, None, cancel, time.perf_counter(),  # type: ignore[arg-type]
@@ -408,9 +439,10 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
                     streamer.end()
                     return
                 if loaded.fast is not None:
-                    _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator)
-                else:
-                    _plain_generate(loaded, prompt.ids, params, streamer, cancel, generator)
+                    _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator, stream)
+                else:  # generate runs a reply per thread: fewer at once
+                    with budget.slot("plain-chat"):
+                        _plain_generate(loaded, prompt.ids, params, streamer, cancel, generator)
         except BaseException as error:  # surfaced to the consumer, never lost in the thread
             stream.error = error
             streamer.end()
@@ -491,13 +523,24 @@ def _token_chooser(params: GenerationParams, generator: torch.Generator | None =
 
 
 def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel,
-                   generator: torch.Generator | None = None) -> None:
-    """The fast decoder's loop feeding the same streamer generate would (prompt first, then each token)."""
+                   generator: torch.Generator | None = None, stream: ChatStream | None = None) -> None:
+    """The reply as one request of the batching engine (chat.serving), sampled with this request's generator; its
+    tokens feed the same streamer generate would (prompt first, then each token). `cancel` ends it at the
+    engine's next step, freeing its slot; `stream` gets the request (its place in line)."""
     streamer.put(torch.tensor([ids]))
     try:
-        choose = _token_chooser(params, generator)
-        for token in loaded.fast.tokens(ids, params.max_new_tokens, choose, loaded.stop_ids, cancel):
-            streamer.put(torch.tensor([token]))
+        request = serving.engine_for(loaded).submit(ids, params.max_new_tokens, serving.sampling_of(params),
+                                                    loaded.stop_ids, cancel=cancel, generator=generator)
+        if stream is not None:
+            stream._request = request
+        engine, until = serving.engine_for(loaded), None  # the first token at once, then a batch per pace()
+        while True:
+            tokens, ended = request.take(until)
+            if tokens:
+                streamer.put(torch.tensor(tokens))
+            if ended:
+                break
+            until = time.monotonic() + pace(engine.running)
     finally:
         streamer.end()
 
@@ -639,6 +682,11 @@ class NextTokenSession:
         the last position's logits."""
         from transformers import DynamicCache
 
+        engine = serving.engine_for(self.loaded)
+        if engine is not None:  # in the batch with everyone's chat; the engine keeps the text's KV for the next step
+            with budget.slot("model"):
+                self.logits = engine.logits(self.ids)
+            return
         model = self.loaded.model
         with budget.slot("model"):
             past = self.past if self.past is not None else DynamicCache(config=model.config)

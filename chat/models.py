@@ -8,8 +8,8 @@ corrupt cache is rebuilt, never trusted.
 
 When the fast CPU decoder (chat.fastpath) is already cached for the model, a start needs neither transformers' model
 nor its config classes (their imports alone take ~2 s): the tokenizer and the compiled decoder are ready in ~2.6 s,
-and the transformers model loads in a background thread (~1.6 s more; `LoadedModel.model` waits for it). Until it
-is in, the decoder runs the prompt itself, token by token (time to first token ~0.3 s instead of ~0.16 s).
+and the transformers model loads in a background thread (~1.6 s more; `LoadedModel.model` waits for it). Chat does
+not wait for it: the decoder's batching engine (chat.serving) reads prompts itself, in chunks.
 
 `--model` / $CHATLAB_MODEL accept a local transformers folder, a local .gguf file, or a Hugging Face hub id (online
 only: offline it fails at once with a clear message).
@@ -320,8 +320,8 @@ def _load_for_fast_decoder(name: str, title: str, folder: Path, device: torch.de
                            progress: Callable[[str], None]) -> LoadedModel | None:
     """When the fast decoder is cached for this local model: the tokenizer and the decoder now (~1 s after torch;
     they need neither transformers' model classes nor its config classes, whose imports alone take ~2 s), the
-    transformers model in a background thread (the Next-token tab, the plain path and the prompt's batched prefill
-    use it; until it is in, the decoder runs the prompt itself, token by token). None: load the usual way."""
+    transformers model in a background thread (the plain path and the inside view use it; chat and the next-token
+    view run on the decoder's batching engine, prompts included). None: load the usual way."""
     from types import SimpleNamespace
 
     from chat import fastpath
@@ -347,7 +347,6 @@ def _load_for_fast_decoder(name: str, title: str, folder: Path, device: torch.de
 
             loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
             model.set_result(loaded.to(device).eval())
-            fast.model = model.result()  # from now on the prompt runs batched on it
         except BaseException as error:  # surfaced by LoadedModel.model to whoever needs it
             model.set_exception(error)
 

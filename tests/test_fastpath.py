@@ -20,16 +20,6 @@ def eager(chat_model):
     return fastpath.eager_decoder(chat_model.model)
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    """The C++ kernels, compiled into the test cache once (~10 s) and registered as torch.ops.chatlab.*."""
-    path = fastpath.kernels_path()
-    if not path.exists():
-        fastpath.build_kernels(path)
-    fastpath.load_kernels(path)
-    return path
-
-
 @pytest.fixture
 def plain(chat_model):
     return dataclasses.replace(chat_model, fast=None)
@@ -77,13 +67,32 @@ def test_the_kernels_compute_the_dense_product(chat_model, kernels):
         fastpath.linear(torch.randn(100), fastpath.pack_q4(layer.mlp.down_proj.weight))
 
 
-def test_without_the_transformers_model_the_step_runs_the_prompt_itself(chat_model, eager):
-    """The prompt token by token through the decode step gives the batched prefill's logits and caches."""
-    ids = g.build_prompt(chat_model, ASK, 16).ids
-    batched = eager.prefill(ids, len(ids) + 4)
-    stepped = dataclasses.replace(eager, model=None).prefill(ids, len(ids) + 4)
-    for a, b in zip(batched, stepped):
-        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-3)
+def test_a_batch_of_sequences_gets_each_ones_logits_alone_and_the_plain_models_top1(chat_model, kernels):
+    """Six chat prompts teacher-forced along the plain model's greedy replies, all in one step of the batched
+    decoder (the C++ kernels the compiled step calls): each sequence's logits are bit for bit its own alone, and
+    their top-1 agrees with the plain transformers model's."""
+    decoder = fastpath.eager_decoder(chat_model.model, kernels=True)
+    sequences = []
+    for text in fastpath.QUALITY_PROMPTS[:6]:
+        ids = g.build_prompt(chat_model, [{"role": "user", "content": text}], 24).ids
+        with torch.inference_mode():
+            out = chat_model.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids)).long(),
+                                            max_new_tokens=24, do_sample=False, temperature=None, top_p=None,
+                                            top_k=None, pad_token_id=chat_model.tokenizer.eos_token_id)
+        sequences.append((ids, out[0, len(ids):].tolist()))
+    tokens, slots, positions, wanted = [], [], [], []
+    for slot, (ids, continuation) in enumerate(sequences):
+        fed = ids + continuation[:-1]
+        wanted += range(len(tokens) + len(ids) - 1, len(tokens) + len(fed))
+        tokens += fed
+        slots += [slot] * len(fed)
+        positions += range(len(fed))
+    batched = decoder.forward(decoder.new_cache(len(sequences), 256), tokens, slots, positions, wanted)
+    alone = torch.cat([decoder.next_token_logits(ids, continuation) for ids, continuation in sequences])
+    assert torch.equal(batched, alone)
+    expected = [token for _, continuation in sequences for token in continuation]
+    agreement = sum(int(a == b) for a, b in zip(batched.argmax(-1).tolist(), expected)) / len(expected)
+    assert len(expected) >= 80 and agreement >= 0.99, (len(expected), agreement)
 
 
 def test_a_failed_background_load_of_the_transformers_model_is_a_clear_error(chat_model):
@@ -137,6 +146,24 @@ def test_cancel_stops_the_fast_decoder_within_a_step(chat_model, eager):
     assert not stream._worker.is_alive()
     list(pieces)
     assert stream.stats.finish_reason == "cancelled" and stream.stats.new_tokens < 50
+    from chat import serving
+
+    engine = serving.engine_for(fast)
+    for _ in range(100):  # the engine frees the slot at its next step boundary
+        if engine.running == 0:
+            break
+        threading.Event().wait(0.05)
+    assert engine.running == 0 and not engine.waiting
+
+
+def test_the_next_token_view_on_the_engine_ranks_like_the_plain_model(chat_model, kernels, plain):
+    fast = dataclasses.replace(chat_model, fast=fastpath.eager_decoder(chat_model.model, kernels=True))
+    sessions = [g.NextTokenSession("The capital of France is", loaded) for loaded in (fast, plain)]
+    top = [[c.token_id for c in s.candidates(k=5)] for s in sessions]
+    assert top[0] == top[1]
+    assert sessions[0].greedy() == sessions[1].greedy()
+    sessions[0].undo()
+    assert [c.token_id for c in sessions[0].candidates(k=5)] == top[1]
 
 
 def test_the_fast_path_is_off_with_a_note_when_disabled_or_unsupported(chat_model, monkeypatch):
@@ -196,18 +223,19 @@ def test_with_the_package_cached_a_fresh_load_chats_at_once_and_takes_the_model_
     loaded = models.load_model()
     assert loaded.fast is not None and loaded.fast.kind == "aoti" and loaded.stop_ids == chat_model.stop_ids
     params = g.GenerationParams(temperature=0, max_new_tokens=12)
-    first, _ = g.chat_reply(ASK, params, loaded)  # the prompt may run through the step, the model still loading
-    assert isinstance(loaded.model, torch.nn.Module) and loaded.fast.model is loaded.model
-    second, _ = g.chat_reply(ASK, params, loaded)  # the prompt batched on the transformers model
+    first, _ = g.chat_reply(ASK, params, loaded)  # the model may still be loading: the engine needs only the step
+    assert isinstance(loaded.model, torch.nn.Module)
+    second, _ = g.chat_reply(ASK, params, loaded)  # the engine reuses the kept prompt
     assert first == second and "Paris" in first
 
 
 # --- hardening (issue 15) -----------------------------------------------------------------------------------------
 
 
-def test_the_prefill_keeps_only_the_last_rows_logits(chat_model, eager):
-    """All T rows of logits are (T, 49,152) floats: 1.6 GB for an 8k prompt, kept alive by a view of the last row."""
-    logits, _, _ = eager.prefill(list(range(100, 700)), 700)
+def test_a_prompt_chunk_computes_only_its_last_rows_logits(chat_model, kernels):
+    """All T rows of logits are (T, 49,152) floats: 1.6 GB for an 8k prompt; a chunk computes the rows asked for."""
+    decoder = fastpath.eager_decoder(chat_model.model, kernels=True)
+    logits = decoder.forward(decoder.new_cache(1, 600), list(range(100, 700)), [0] * 600, list(range(600)), [599])
     vocab = chat_model.model.config.vocab_size
     kept = logits.untyped_storage().nbytes()  # a number: pytest would print a storage's every byte
-    assert logits.shape == (vocab,) and kept == 4 * vocab
+    assert logits.shape == (1, vocab) and kept == 4 * vocab

@@ -95,6 +95,32 @@ def test_abandoning_a_stream_stops_its_worker(chat_model):
     assert not stream._worker.is_alive() and stream.stats.finish_reason == "cancelled"
 
 
+def test_a_reply_waiting_for_a_place_says_its_number_and_a_user_who_leaves_frees_the_line(chat_model):
+    from chat import fastpath, serving
+
+    loaded = dataclasses.replace(chat_model, fast=fastpath.eager_decoder(chat_model.model))
+    engine = serving.engine_for(loaded, serving.ServingConfig(max_batch=1, max_waiting=2))
+    writing = g.stream_chat([{"role": "user", "content": "Count from one to one thousand."}],
+                            g.GenerationParams(temperature=0, max_new_tokens=2000), loaded)
+    written = iter(writing)
+    while not next(written):  # the only place is taken once this writes
+        pass
+    waiting = g.stream_chat(ASK, g.GenerationParams(temperature=0, max_new_tokens=8), loaded)
+    pieces = iter(waiting)
+    for _ in range(20):  # nothing to read while it waits: "" every WAIT_POLL_S, so the consumer keeps control
+        assert next(pieces) == ""
+        if waiting.place is not None:
+            break
+    assert waiting.place == 1 and len(engine.waiting) == 1
+    start = time.perf_counter()
+    pieces.close()  # what Gradio does when the user leaves
+    assert not waiting._worker.is_alive() and time.perf_counter() - start < 2
+    assert not engine.waiting and waiting.stats.finish_reason == "cancelled"
+    written.close()
+    assert engine.running == 0 and writing.stats.finish_reason == "cancelled"
+    engine.close()
+
+
 def test_gradio_6_message_parts_are_flattened():
     history = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
@@ -112,8 +138,8 @@ def test_next_token_probabilities_are_sorted_and_match_a_direct_forward_pass(cha
         ids = torch.tensor([session.ids])
         direct = torch.softmax(chat_model.model(input_ids=ids).logits[0, -1].float(), -1)
     assert found[0].token_id == int(direct.argmax()) and found[0].label == " Paris"
-    for c in found:
-        assert c.raw_prob == pytest.approx(float(direct[c.token_id]), abs=1e-4)
+    for c in found:  # with the fast decoder, its int16-rounded activations move a probability by up to ~3e-4
+        assert c.raw_prob == pytest.approx(float(direct[c.token_id]), abs=1e-4 if chat_model.fast is None else 1e-3)
 
 
 def test_temperature_top_k_and_top_p_reshape_the_distribution(chat_model):
@@ -136,7 +162,8 @@ def test_stepping_uses_the_cache_and_undo_restores_the_previous_distribution(cha
     after = session.candidates(1.0, 0, 1.0)
     with torch.inference_mode():
         direct = torch.softmax(chat_model.model(input_ids=torch.tensor([session.ids])).logits[0, -1].float(), -1)
-    assert after[0].raw_prob == pytest.approx(float(direct[after[0].token_id]), abs=1e-4)
+    tolerance = 1e-4 if chat_model.fast is None else 1e-3  # the fast decoder's int16-rounded activations
+    assert after[0].raw_prob == pytest.approx(float(direct[after[0].token_id]), abs=tolerance)
     session.undo()
     again = session.candidates(1.0, 0, 1.0)
     assert [c.token_id for c in again] == [c.token_id for c in before]
@@ -319,10 +346,11 @@ def test_a_next_token_session_keeps_one_row_of_logits(chat_model):
 def test_next_token_caches_share_a_budget_least_recently_used_first(chat_model, monkeypatch):
     caches = g.SessionCaches(max_bytes=0)
     monkeypatch.setattr(g, "SESSION_CACHES", caches)
-    first = g.NextTokenSession("The capital of France is", chat_model)
+    plain = dataclasses.replace(chat_model, fast=None)  # the transformers path's caches (the engine keeps its own)
+    first = g.NextTokenSession("The capital of France is", plain)
     expected = first.candidates()
     caches.max_bytes = first.cache_bytes() * 3 // 2  # room for one session like it
-    second = g.NextTokenSession("Once upon a time, there was a", chat_model)
+    second = g.NextTokenSession("Once upon a time, there was a", plain)
     assert first.past is None and second.past is not None  # the least recently used lost its cache
     assert caches.cached_bytes() == second.cache_bytes()  # the newest keeps its own, even over budget
     assert [c.token_id for c in first.candidates()] == [c.token_id for c in expected]  # its logits stayed

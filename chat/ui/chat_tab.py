@@ -61,9 +61,12 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
     return generation.normalize_messages(turns)
 
 
-# Screen updates per second are capped: every yield is diffed, sent and re-rendered, work that competes with the model
-# for the same cores on a small CPU; the model makes ~140 tokens/s and ~25 updates/s read as smooth
-REFRESH_S = 0.04
+def refresh_interval() -> float:
+    """Seconds between two screen updates of one reply, given how many replies are streaming now (the server's
+    ~25 updates a second are shared: see generation.pace)."""
+    with _CANCELS_LOCK:
+        streaming = len(_CANCELS)
+    return generation.pace(streaming)
 
 
 VARIANTS = ("original", "sft", "dpo", "server")  # the chat model, this session's tuned copies, or a server
@@ -177,13 +180,19 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     else:
         header = gr.update(value=prompt_view(stream.prompt.text), label=tr(request, "chat.prompt_tokens", tokens=used))
     try:
-        answer, shown_at = "", 0.0
+        answer, shown_at, interval = "", 0.0, generation.REFRESH_S
         for delta in stream:
+            if not delta:  # no token yet: say where the reply stands, and let Gradio close this if the user has gone
+                place = getattr(stream, "place", None)
+                waiting = tr(request, "chat.waiting", place=place) if place else notes
+                yield answer, waiting, _gauge_now(stream, loaded, used, request), header
+                header = gr.skip()
+                continue
             answer += delta
             now = time.monotonic()
-            if now - shown_at >= REFRESH_S:  # the first token at once, then ~25 updates/s (the model makes ~140)
+            if now - shown_at >= interval:  # the first token at once, then ~25 updates/s (fewer when crowded)
                 yield answer, notes, _gauge_now(stream, loaded, used, request), header
-                header, shown_at = gr.skip(), now  # the prompt view is sent once
+                header, shown_at, interval = gr.skip(), now, refresh_interval()  # the prompt view is sent once
     except remote.RemoteError as error:
         raise gr.Error(tr(request, "chat.server_error", error=error)) from None
     except RuntimeError as error:

@@ -1020,6 +1020,13 @@ STRINGS: dict[str, tuple[str, str]] = {
                                 "模型每次都给出同样的回答；换个更开放的问题试试。"),
     "tuning.error_n": ("n must be between 1 and 8.", "n 必须在 1 到 8 之间。"),
     # --- feedback strings (end) ---
+    # --- serving strings (start) ---
+    "chat.waiting": ("⏳ Every place is taken: your reply is number {place} in line and starts as soon as one is free.",
+                     "⏳ 所有位置都已占用：你的回复排在第 {place} 位，一有空位就开始。"),
+    "serving.busy": ("The server is busy: you are number {place} in line, and the line is full ({running} replies "
+                     "are being written now). Please try again in a minute.",
+                     "服务器正忙：你排在第 {place} 位，队列已满（正在生成 {running} 个回复）。请稍后再试。"),
+    # --- serving strings (end) ---
     # --- remote strings (start) ---
     "chat.model_server": ("Server (OpenAI-compatible)", "服务器（OpenAI 兼容）"),
     "chat.server_url": ("Server URL", "服务器地址"),

@@ -15,6 +15,8 @@ def heavy(kind: str) -> dict:
 
 
 def busy(request: gr.Request | None, error: budget.BusyError) -> gr.Error:
+    if getattr(error, "place", None) is not None:  # the chat engine's line (chat.serving.Busy)
+        return gr.Error(tr(request, "serving.busy", place=error.place, running=error.running))
     return gr.Error(tr(request, "app.busy", limit=error.limit, kind=error.kind))
 
 
