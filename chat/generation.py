@@ -529,11 +529,12 @@ def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams
     engine's next step, freeing its slot; `stream` gets the request (its place in line)."""
     streamer.put(torch.tensor([ids]))
     try:
-        request = serving.engine_for(loaded).submit(ids, params.max_new_tokens, serving.sampling_of(params),
-                                                    loaded.stop_ids, cancel=cancel, generator=generator)
+        engine = serving.engine_for(loaded)
+        request = engine.submit(ids, params.max_new_tokens, serving.sampling_of(params), loaded.stop_ids,
+                                cancel=cancel, generator=generator)
         if stream is not None:
             stream._request = request
-        engine, until = serving.engine_for(loaded), None  # the first token at once, then a batch per pace()
+        until = None  # the first token at once, then a batch per pace()
         while True:
             tokens, ended = request.take(until)
             if tokens:

@@ -383,17 +383,16 @@ class Engine:
             if not free:
                 return
             request = self.waiting.popleft()
+            held = {slot.index: _common_prefix(slot.tokens, request.ids) for slot in self.slots}
             best, shared = min(free, key=lambda s: s.last_used), 0
             for slot in free:
-                n = _common_prefix(slot.tokens, request.ids)
-                if n > shared:
-                    best, shared = slot, n
+                if held[slot.index] > shared:
+                    best, shared = slot, held[slot.index]
             limit = len(request.ids) - 1  # the last prompt token is always fed: its logits are needed
             donor, lent = None, min(shared, limit)
             for slot in self.slots:  # any slot, busy ones too, may hold a longer start (the system prompt)
-                n = min(_common_prefix(slot.tokens, request.ids), limit) if slot is not best else 0
-                if n > lent:
-                    donor, lent = slot, n
+                if slot is not best and min(held[slot.index], limit) > lent:
+                    donor, lent = slot, min(held[slot.index], limit)
             if donor is not None:  # copy those keys and values (46 KB a token) instead of computing them again
                 self.cache.copy(donor.index, best.index, lent)
                 best.tokens, shared = donor.tokens[:lent], lent
