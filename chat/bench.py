@@ -446,9 +446,11 @@ BENCHMARKS["hardening"] = bench_hardening
 
 # --- serve benchmark (start) ---
 SERVE_USERS = (1, 2, 4, 8)
-SERVE_QUESTIONS = [  # one per user: different prompts, each asking for a long answer
+SERVE_QUESTIONS = [  # one per user: different prompts whose greedy replies all run the full 128 tokens (checked:
+    # "Describe in detail how a bicycle works, part by part." ended after 27, so N = 8 was seven long replies and a
+    # short one, and the single-user median mixed 27- and 128-token replies)
     "Explain in detail how a large language model writes an answer, step by step.",
-    "Describe in detail how a bicycle works, part by part.",
+    "Explain in detail how a bicycle works.",
     "Write a long story about a lighthouse keeper and a storm.",
     "Explain in detail how the water cycle works.",
     "Describe, step by step and in detail, how to bake bread at home.",
@@ -540,7 +542,7 @@ def _serve_app(url: str, tokenizer, users: tuple[int, ...], new_tokens: int, rou
         clients = [Client(url, **options) for _ in range(n)]
         for client in clients:  # each user's session exists before it asks, as a browser's does once the page
             client.predict("hello", "cl100k_base", api_name="/count_tokens")  # loaded (Gradio builds it: ~60 ms)
-        ttft, per_user, aggregate, errors = [], [], [], 0
+        ttft, per_user, aggregate, errors, lengths = [], [], [], 0, []
         for _ in range(rounds):
             results = [None] * n
             barrier = threading.Barrier(n)
@@ -566,6 +568,7 @@ def _serve_app(url: str, tokenizer, users: tuple[int, ...], new_tokens: int, rou
                 tokens = sum(r[3] for r in done)
                 aggregate.append(tokens / (max(r[2] for r in done) - min(r[0] for r in done)))
                 per_user += [r[3] / (r[2] - r[0]) for r in done]
+                lengths += [r[3] for r in done]
                 ttft += [r[1] - r[0] for r in done]
         figures[n] = {
             "aggregate_tokens_per_s": round(statistics.median(aggregate), 1) if aggregate else None,
@@ -573,6 +576,7 @@ def _serve_app(url: str, tokenizer, users: tuple[int, ...], new_tokens: int, rou
             "ttft_p50_s": round(_percentile(ttft, 0.5), 3) if ttft else None,
             "ttft_p95_s": round(_percentile(ttft, 0.95), 3) if ttft else None,
             "errors": errors,
+            "shortest_reply_tokens": min(lengths) if lengths else None,  # every user should get new_tokens
         }
     return figures
 
