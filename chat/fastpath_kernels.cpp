@@ -18,7 +18,9 @@
 // One row alone (a single user decoding) takes a plain loop over the weight rows with those same operations: the
 // tiles' padded layout and vector bookkeeping made a lone row's products 13-27% slower than such a loop.
 // Weight rows are split across OpenMP threads (torch's own pool: the library is built with -fopenmp like inductor's
-// code).
+// code), handed out in ~64 grabs as the threads ask rather than in two fixed halves: in the app, Gradio's threads run
+// on the same two cores, and with fixed halves each preemption of one thread made the other wait for it at the end of
+// the product (with a busy thread taking 20-40% of one core: 8-row products 11-19% faster, 1-row 4-5%).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -52,42 +54,53 @@ struct QuantizedRows {
   const float* block_sums(int64_t b, int64_t first) const { return sums + b * padded + first; }
 };
 
-QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t k) {
+// The rows' buffers; one row alone (a single sequence decoding) is stored unpadded.
+QuantizedRows allocate_rows(int64_t rows, int64_t k) {
   QuantizedRows q;
   q.rows = rows;
   q.blocks = k / kBlock;
-  q.padded = rows == 1 ? 1 : (rows + kLanes - 1) / kLanes * kLanes;  // one row alone: nothing to pad
+  q.padded = rows == 1 ? 1 : (rows + kLanes - 1) / kLanes * kLanes;
   const auto make = [rows](at::IntArrayRef size, at::ScalarType type) {
     return rows == 1 ? at::empty(size, type) : at::zeros(size, type);  // padding rows read as zeros
   };
   q.codes_t = make({q.blocks, q.padded, kBlock}, at::kShort);
   q.scales_t = make({q.blocks, q.padded}, at::kFloat);
   q.sums_t = make({q.blocks, q.padded}, at::kFloat);
-  int16_t* codes = q.codes_t.data_ptr<int16_t>();
-  float* scales = q.scales_t.data_ptr<float>();
-  float* sums = q.sums_t.data_ptr<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t b = 0; b < q.blocks; ++b) {
-      const float* xb = x + r * k + b * kBlock;
-      float amax = 0.f, sum = 0.f;
-      for (int64_t i = 0; i < kBlock; ++i) {
-        amax = std::max(amax, std::fabs(xb[i]));
-        sum += xb[i];
-      }
-      const float scale = amax / 32767.f;
-      const float inverse = scale > 0.f ? 1.f / scale : 0.f;
-      for (int64_t i = 0; i < kBlock; ++i) {
-        codes[(b * q.padded + r) * kBlock + i] = static_cast<int16_t>(std::lrintf(xb[i] * inverse));
-      }
-      scales[b * q.padded + r] = scale;
-      sums[b * q.padded + r] = sum;
-    }
-  }
-  q.codes = codes;
-  q.scales = scales;
-  q.sums = sums;
+  q.codes = q.codes_t.data_ptr<int16_t>();
+  q.scales = q.scales_t.data_ptr<float>();
+  q.sums = q.sums_t.data_ptr<float>();
   return q;
 }
+
+// Quantize x's rows into q, the (row, block) pairs shared by the threads of the enclosing parallel region (a block's
+// result is the same whichever thread computes it); the loop's barrier leaves every block ready for the product.
+void quantize_rows(const float* x, const QuantizedRows& q) {
+  int16_t* codes = const_cast<int16_t*>(q.codes);
+  float* scales = const_cast<float*>(q.scales);
+  float* sums = const_cast<float*>(q.sums);
+  const int64_t k = q.blocks * kBlock;
+#pragma omp for schedule(static)
+  for (int64_t item = 0; item < q.rows * q.blocks; ++item) {
+    const int64_t r = item / q.blocks, b = item % q.blocks;
+    const float* xb = x + r * k + b * kBlock;
+    float amax = 0.f, sum = 0.f;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      amax = std::max(amax, std::fabs(xb[i]));
+      sum += xb[i];
+    }
+    const float scale = amax / 32767.f;
+    const float inverse = scale > 0.f ? 1.f / scale : 0.f;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      codes[(b * q.padded + r) * kBlock + i] = static_cast<int16_t>(std::lrintf(xb[i] * inverse));
+    }
+    scales[b * q.padded + r] = scale;
+    sums[b * q.padded + r] = sum;
+  }
+}
+
+// Weight rows (or chunks of them) are handed to the threads as they ask, ~64 grabs a product: a thread that the
+// system preempts (the app's other threads share the cores) leaves its share to the other instead of making it wait.
+inline int64_t grab_size(int64_t items) { return std::max<int64_t>(1, items / 64); }
 
 #ifdef CHATLAB_AVX2
 inline float horizontal_sum(__m256 v) {
@@ -266,15 +279,21 @@ inline float row_dot(const uint8_t* c, const float* s, const float* m, const int
 template <bool Q4>
 at::Tensor product_one(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, const float* mins) {
   const int64_t n = codes.size(0), blocks = codes.size(1), bytes = Q4 ? 16 : 32;
-  const QuantizedRows q = quantize_rows(x.data_ptr<float>(), 1, x.size(-1));
+  const QuantizedRows q = allocate_rows(1, x.size(-1));
   at::Tensor out = x.dim() == 1 ? at::empty({n}, x.options()) : at::empty({1, n}, x.options());
   float* o = out.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
   const uint8_t* c = reinterpret_cast<const uint8_t*>(codes.data_ptr());
   const float* s = scales.data_ptr<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < n; ++row) {
-    o[row] = row_dot<Q4>(c + row * blocks * bytes, s + row * blocks, Q4 ? mins + row * blocks : nullptr, q.codes,
-                         q.scales, q.sums, blocks);
+  const int64_t grab = std::max<int64_t>(16, grab_size(n));
+#pragma omp parallel
+  {
+    quantize_rows(xp, q);
+#pragma omp for schedule(dynamic, grab)
+    for (int64_t row = 0; row < n; ++row) {
+      o[row] = row_dot<Q4>(c + row * blocks * bytes, s + row * blocks, Q4 ? mins + row * blocks : nullptr, q.codes,
+                           q.scales, q.sums, blocks);
+    }
   }
   return out;
 }
@@ -288,20 +307,25 @@ at::Tensor product(const at::Tensor& x_in, const at::Tensor& codes, const at::Te
   const at::Tensor x = x_in.contiguous();
   const int64_t rows = x.dim() == 1 ? 1 : x.size(0), n = codes.size(0), blocks = codes.size(1);
   if (rows == 1) return product_one<Q4>(x, codes, scales, mins);
-  const QuantizedRows q = quantize_rows(x.data_ptr<float>(), rows, x.size(-1));
+  const QuantizedRows q = allocate_rows(rows, x.size(-1));
   at::Tensor out = x.dim() == 1 ? at::empty({n}, x.options()) : at::empty({rows, n}, x.options());
   float* o = out.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
   const uint8_t* c = reinterpret_cast<const uint8_t*>(codes.data_ptr());
   const float* s = scales.data_ptr<float>();
-  const int64_t bytes = Q4 ? 16 : 32;
-#pragma omp parallel for schedule(static)
-  for (int64_t chunk = 0; chunk < n; chunk += kChunk) {
-    const int64_t end = std::min(n, chunk + kChunk);
-    for (int64_t first = 0; first < rows; first += kLanes) {
-      const int64_t count = std::min<int64_t>(kLanes, rows - first);
-      for (int64_t row = chunk; row < end;) {
-        row += any_tile<Q4>(count, end - row, c + row * blocks * bytes, s + row * blocks,
-                            Q4 ? mins + row * blocks : nullptr, blocks, q, first, o + first * n + row, n);
+  const int64_t bytes = Q4 ? 16 : 32, chunks = (n + kChunk - 1) / kChunk, grab = grab_size(chunks);
+#pragma omp parallel
+  {
+    quantize_rows(xp, q);
+#pragma omp for schedule(dynamic, grab)
+    for (int64_t index = 0; index < chunks; ++index) {
+      const int64_t chunk = index * kChunk, end = std::min(n, chunk + kChunk);
+      for (int64_t first = 0; first < rows; first += kLanes) {
+        const int64_t count = std::min<int64_t>(kLanes, rows - first);
+        for (int64_t row = chunk; row < end;) {
+          row += any_tile<Q4>(count, end - row, c + row * blocks * bytes, s + row * blocks,
+                              Q4 ? mins + row * blocks : nullptr, blocks, q, first, o + first * n + row, n);
+        }
       }
     }
   }
@@ -490,11 +514,12 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_new_in, const a
   const int64_t group = heads / kv_heads;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const int64_t head_stride = context * hd, slot_stride = k_cache.size(1) * kv_heads * head_stride;
-  // one task per (row, query head): nine tasks even for one row, so both threads have work
+  // one task per (row, query head): nine tasks even for one row, so both threads have work; handed out as the
+  // threads ask (rows attend over different lengths, and a preempted thread leaves its share to the other)
 #pragma omp parallel
   {
     std::vector<float> weights(longest), query(hd);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < rows * heads; ++item) {
       const int64_t r = item / heads, h = item % heads, kvh = h / group;
       const int64_t first = run_start[r], cached = pos[first], n = pos[r] + 1;
