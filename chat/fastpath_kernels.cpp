@@ -45,9 +45,9 @@ constexpr int kLanes = 8;  // rows of x per tile: one AVX2 register of their per
 struct QuantizedRows {
   int64_t rows = 0, padded = 0, blocks = 0;
   at::Tensor codes_t, scales_t, sums_t;  // ATen's allocator aligns them to 64 bytes (whole cache lines per block)
-  const int16_t* codes = nullptr;
-  const float* scales = nullptr;
-  const float* sums = nullptr;
+  int16_t* codes = nullptr;
+  float* scales = nullptr;
+  float* sums = nullptr;
 
   const int16_t* block_codes(int64_t b, int64_t first) const { return codes + (b * padded + first) * kBlock; }
   const float* block_scales(int64_t b, int64_t first) const { return scales + b * padded + first; }
@@ -72,29 +72,53 @@ QuantizedRows allocate_rows(int64_t rows, int64_t k) {
   return q;
 }
 
+// One block of 32 values: codes[i] = round(x[i] / scale) (to nearest even, as lrintf), scale = max |x| / 32767, and
+// the exact sum of the values. The AVX2 and scalar versions give the same codes, scale and sum bit for bit.
+inline void quantize_block(const float* xb, int16_t* codes, float* scale_out, float* sum_out) {
+#ifdef CHATLAB_AVX2
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 v[4], top = _mm256_setzero_ps(), sums;
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(xb + 8 * i);
+    top = _mm256_max_ps(top, _mm256_and_ps(v[i], magnitude));
+  }
+  sums = _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
+  __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+  t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(t, _mm_movehdup_ps(t)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  const float sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+#else
+  float amax = 0.f, lanes[8];
+  for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
+  for (int i = 0; i < 8; ++i) lanes[i] = (xb[i] + xb[8 + i]) + (xb[16 + i] + xb[24 + i]);  // the vector version's order
+  const float sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+#endif
+  const float scale = amax / 32767.f;
+  const float inverse = scale > 0.f ? 1.f / scale : 0.f;
+#ifdef CHATLAB_AVX2
+  const __m256 inv = _mm256_set1_ps(inverse);
+  for (int i = 0; i < 4; i += 2) {  // cvtps rounds to nearest even; packs keeps 128-bit lanes, permute restores order
+    const __m256i packed = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv)),
+                                              _mm256_cvtps_epi32(_mm256_mul_ps(v[i + 1], inv)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + 8 * i), _mm256_permute4x64_epi64(packed, 0xD8));
+  }
+#else
+  for (int64_t i = 0; i < kBlock; ++i) codes[i] = static_cast<int16_t>(std::lrintf(xb[i] * inverse));
+#endif
+  *scale_out = scale;
+  *sum_out = sum;
+}
+
 // Quantize x's rows into q, the (row, block) pairs shared by the threads of the enclosing parallel region (a block's
 // result is the same whichever thread computes it); the loop's barrier leaves every block ready for the product.
 void quantize_rows(const float* x, const QuantizedRows& q) {
-  int16_t* codes = const_cast<int16_t*>(q.codes);
-  float* scales = const_cast<float*>(q.scales);
-  float* sums = const_cast<float*>(q.sums);
   const int64_t k = q.blocks * kBlock;
 #pragma omp for schedule(static)
   for (int64_t item = 0; item < q.rows * q.blocks; ++item) {
-    const int64_t r = item / q.blocks, b = item % q.blocks;
-    const float* xb = x + r * k + b * kBlock;
-    float amax = 0.f, sum = 0.f;
-    for (int64_t i = 0; i < kBlock; ++i) {
-      amax = std::max(amax, std::fabs(xb[i]));
-      sum += xb[i];
-    }
-    const float scale = amax / 32767.f;
-    const float inverse = scale > 0.f ? 1.f / scale : 0.f;
-    for (int64_t i = 0; i < kBlock; ++i) {
-      codes[(b * q.padded + r) * kBlock + i] = static_cast<int16_t>(std::lrintf(xb[i] * inverse));
-    }
-    scales[b * q.padded + r] = scale;
-    sums[b * q.padded + r] = sum;
+    const int64_t r = item / q.blocks, b = item % q.blocks, at = b * q.padded + r;
+    quantize_block(x + r * k + b * kBlock, q.codes + at * kBlock, q.scales + at, q.sums + at);
   }
 }
 
