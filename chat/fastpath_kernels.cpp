@@ -212,12 +212,15 @@ inline void tile(const uint8_t* codes, const float* scales, const float* mins, i
 }
 #endif
 
-// A tile's shape for its count of x rows: weight rows x x rows = 8 independent accumulators at most (16 registers).
+// A tile's shape for its count of x rows: 4 weight rows for one x row, 2 for two, one from three up. Wider tiles
+// (2 weight rows x 4 x rows, 4 x 2) did not fit the 16 vector registers: the compiler kept their accumulators on the
+// stack, and inside the decode step 4-row products ran slower than 8-row ones (the 3072-row gate/up: 358-381 us at 4
+// rows, 304-319 us at 8; 208-220 us at 4 with one weight row per tile).
 // The Q8_0 matrix (the lm_head: 28 MB) is read from memory at its bandwidth, one row after the other.
 template <bool Q4, int T>
 inline int64_t tile_rows(int64_t n_left, const uint8_t* codes, const float* scales, const float* mins,
                          int64_t blocks, const QuantizedRows& x, int64_t first, float* out, int64_t n_out) {
-  constexpr int W = !Q4 ? 1 : T <= 2 ? 4 : T <= 4 ? 2 : 1;
+  constexpr int W = !Q4 ? 1 : T == 1 ? 4 : T == 2 ? 2 : 1;
   if (n_left >= W) {
     tile<Q4, W, T>(codes, scales, mins, blocks, x, first, out, n_out);
     return W;
