@@ -121,6 +121,24 @@ def test_a_reply_waiting_for_a_place_says_its_number_and_a_user_who_leaves_frees
     engine.close()
 
 
+def test_the_first_words_show_at_once_however_slow_the_pace(chat_model, monkeypatch):
+    """A crowded server refreshes each reply rarely (generation.pace), but the first words must not wait for that:
+    the streamer holds a word back until the next one begins, so the worker takes tokens one by one until some text
+    is out. Here the pace is ~20 s: the first text comes after a couple of tokens, the rest at the reply's end."""
+    from chat import fastpath
+
+    loaded = dataclasses.replace(chat_model, fast=fastpath.eager_decoder(chat_model.model))
+    monkeypatch.setattr(g, "UPDATES_PER_S", 0.05)
+    stream = g.stream_chat([{"role": "user", "content": "Write a very long essay about the sea."}],
+                           g.GenerationParams(temperature=0, max_new_tokens=40), loaded)
+    deltas = iter(stream)
+    first = next(d for d in deltas if d)
+    tokens_then = stream._streamer.tokens
+    rest = "".join(deltas)
+    assert first.strip() and rest.strip()
+    assert tokens_then <= 4 and stream.stats.new_tokens == 40, (tokens_then, stream.stats.new_tokens)
+
+
 def test_gradio_6_message_parts_are_flattened():
     history = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
