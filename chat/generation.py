@@ -527,7 +527,7 @@ def _token_chooser(params: GenerationParams, generator: torch.Generator | None =
     return choose
 
 
-def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel,
+def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer: _TimedStreamer, cancel,
                    generator: torch.Generator | None = None, stream: ChatStream | None = None) -> None:
     """The reply as one request of the batching engine (chat.serving), sampled with this request's generator; its
     tokens feed the same streamer generate would (prompt first, then each token). `cancel` ends it at the
@@ -548,7 +548,7 @@ def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams
                 break
             # the streamer holds a word back until the next one begins: pacing from the first token on kept the first
             # word waiting a whole pace (8 replies at once: 0.32 s) for the token after it
-            until = time.monotonic() + pace(engine.running) if getattr(streamer, "shown", True) else None
+            until = time.monotonic() + pace(engine.running) if streamer.shown else None
     finally:
         streamer.end()
 
