@@ -62,7 +62,8 @@ def test_the_kernels_compute_the_dense_product(chat_model, kernels):
         expected = torch.nn.functional.linear(x, weight)
         got = fastpath.linear(x, packed)
         assert got.shape == expected.shape
-        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()  # x is rounded to int16 per block
+        # x is rounded to int16 with one scale per row; Q4_1's min term cancels most of the codes' sum: ~1e-4 here
+        assert (got - expected).abs().max() <= 3e-4 * expected.abs().max()
     with pytest.raises(RuntimeError, match="columns"):
         fastpath.linear(torch.randn(100), fastpath.pack_q4(layer.mlp.down_proj.weight))
 
@@ -209,9 +210,9 @@ def test_the_compiled_package_agrees_with_the_plain_model_on_the_fixed_prompts(c
     ids = g.build_prompt(chat_model, ASK, 16).ids
     continuation = [504, 3575, 282, 4649, 314]
     got, expected = fast.next_token_logits(ids, continuation), eager.next_token_logits(ids, continuation)
-    # the kernels round x to int16 per block of 32 (and sum in another order): through 30 layers, ~0.05% of the
-    # logits' scale (0.009-0.011 here, on logits up to ~27)
-    assert (got - expected).abs().max() <= 1e-3 * expected.abs().max()
+    # the kernels round x to int16 with one scale per row (and sum in another order): through 30 layers, ~0.3% of
+    # the logits' scale (0.083 here, on logits up to ~27; llama.cpp's int8 blocks move them by ~2)
+    assert (got - expected).abs().max() <= 5e-3 * expected.abs().max()
     assert len(fastpath.QUALITY_PROMPTS) >= 20
     assert fastpath.top1_agreement(chat_model.model, chat_model.tokenizer, fast, new_tokens=16) >= 0.95
 

@@ -147,6 +147,12 @@ def test_gradio_6_message_parts_are_flattened():
                                              {"role": "assistant", "content": "Hi!"}]
 
 
+def probability_tolerance(loaded) -> float:
+    """How far a probability may be from a direct fp32 forward pass: the fast decoder rounds each product's input to
+    int16 with one scale per row (SmolLM2's probabilities move by up to ~0.3 percentage points; 0.22 in these tests)."""
+    return 1e-4 if loaded.fast is None else 5e-3
+
+
 def test_next_token_probabilities_are_sorted_and_match_a_direct_forward_pass(chat_model):
     session = g.NextTokenSession("The capital of France is", chat_model)
     found = session.candidates(temperature=1.0, top_k=0, top_p=1.0, k=10)
@@ -156,8 +162,8 @@ def test_next_token_probabilities_are_sorted_and_match_a_direct_forward_pass(cha
         ids = torch.tensor([session.ids])
         direct = torch.softmax(chat_model.model(input_ids=ids).logits[0, -1].float(), -1)
     assert found[0].token_id == int(direct.argmax()) and found[0].label == " Paris"
-    for c in found:  # with the fast decoder, its int16-rounded activations move a probability by up to ~3e-4
-        assert c.raw_prob == pytest.approx(float(direct[c.token_id]), abs=1e-4 if chat_model.fast is None else 1e-3)
+    for c in found:
+        assert c.raw_prob == pytest.approx(float(direct[c.token_id]), abs=probability_tolerance(chat_model))
 
 
 def test_temperature_top_k_and_top_p_reshape_the_distribution(chat_model):
@@ -180,8 +186,7 @@ def test_stepping_uses_the_cache_and_undo_restores_the_previous_distribution(cha
     after = session.candidates(1.0, 0, 1.0)
     with torch.inference_mode():
         direct = torch.softmax(chat_model.model(input_ids=torch.tensor([session.ids])).logits[0, -1].float(), -1)
-    tolerance = 1e-4 if chat_model.fast is None else 1e-3  # the fast decoder's int16-rounded activations
-    assert after[0].raw_prob == pytest.approx(float(direct[after[0].token_id]), abs=tolerance)
+    assert after[0].raw_prob == pytest.approx(float(direct[after[0].token_id]), abs=probability_tolerance(chat_model))
     session.undo()
     again = session.candidates(1.0, 0, 1.0)
     assert [c.token_id for c in again] == [c.token_id for c in before]
