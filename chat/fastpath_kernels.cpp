@@ -11,8 +11,8 @@
 // multiply-add with the weights' scale; xscale multiplies the row's total once, and the Q4_1 min adds
 // min * sum(x over the block) (exact fp32 sums, one dot per row). A scale per block of x (as llama.cpp's int8 q8_1)
 // cost a multiply and a load per block and row: one scale per row made 8-row products 0.84x the time and one row's
-// 0.95x. On the eager model (12 chat prompts) it moves the logits from the fp32 products' by at most 0.05 (0.009 with
-// a scale per block; llama.cpp's int8 blocks: 2.3), probabilities by at most 0.3 percentage points.
+// 0.95x. It moves the decoder's probabilities from the fp32 model's by at most 0.64 percentage points (0.07 with a
+// scale per block; the fp32 model with llama.cpp's int8 blocks: 7.2): `python -m chat.bench rounding`.
 //
 // A batch of R input rows (the decode step of R sequences, or a prompt's chunk) reads and unpacks each weight block
 // once for a tile of up to 8 rows, which then cost only their two vpmaddwd and the scaling each: at 8 rows the
@@ -46,7 +46,7 @@ constexpr int kLanes = 8;  // rows of x per tile: one AVX2 register of their per
 // side at fixed offsets (no address arithmetic per row) and one load gives a tile's 8 sums; and each row's scale.
 struct QuantizedRows {
   int64_t rows = 0, padded = 0, blocks = 0;
-  at::Tensor codes_t, scales_t, sums_t;  // ATen's allocator aligns them to 64 bytes (whole cache lines per block)
+  at::Tensor buffer;  // codes, sums, scales; ATen's allocator aligns it to 64 bytes (whole cache lines per block)
   int16_t* codes = nullptr;
   float* scales = nullptr;
   float* sums = nullptr;
@@ -55,21 +55,20 @@ struct QuantizedRows {
   const float* block_sums(int64_t b, int64_t first) const { return sums + b * padded + first; }
 };
 
-// The rows' buffers; one row alone (a single sequence decoding) is stored unpadded.
+// The rows' buffer (one allocation: a decode step makes 121 products); one row alone (a single sequence decoding) is
+// stored unpadded, and padding rows read as zeros.
 QuantizedRows allocate_rows(int64_t rows, int64_t k) {
   QuantizedRows q;
   q.rows = rows;
   q.blocks = k / kBlock;
   q.padded = rows == 1 ? 1 : (rows + kLanes - 1) / kLanes * kLanes;
-  const auto make = [rows](at::IntArrayRef size, at::ScalarType type) {
-    return rows == 1 ? at::empty(size, type) : at::zeros(size, type);  // padding rows read as zeros
-  };
-  q.codes_t = make({q.blocks, q.padded, kBlock}, at::kShort);
-  q.scales_t = make({q.padded}, at::kFloat);
-  q.sums_t = make({q.blocks, q.padded}, at::kFloat);
-  q.codes = q.codes_t.data_ptr<int16_t>();
-  q.scales = q.scales_t.data_ptr<float>();
-  q.sums = q.sums_t.data_ptr<float>();
+  const int64_t codes = q.blocks * q.padded * kBlock * 2, sums = q.blocks * q.padded * 4;
+  const int64_t size = codes + sums + q.padded * 4;
+  q.buffer = q.padded == rows ? at::empty({size}, at::kByte) : at::zeros({size}, at::kByte);
+  uint8_t* start = q.buffer.data_ptr<uint8_t>();
+  q.codes = reinterpret_cast<int16_t*>(start);
+  q.sums = reinterpret_cast<float*>(start + codes);
+  q.scales = reinterpret_cast<float*>(start + codes + sums);
   return q;
 }
 
