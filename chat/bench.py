@@ -194,6 +194,75 @@ def bench_chat(args: argparse.Namespace) -> dict:
 BENCHMARKS["chat"] = bench_chat
 # --- chat benchmark (end) ---
 
+# --- rounding benchmark (start) ---
+def _rounded(x, scheme: str):
+    """x as a product sees it after rounding: "row16" (ChatLab's kernels: int16, one scale per row), "block16" (int16,
+    a scale per block of 32: the kernels before 2026-11-26 evening), "block8" (llama.cpp's q8_0 / q8_1: int8, a scale
+    per block of 32)."""
+    import torch
+
+    if scheme == "row16":
+        blocks, top = x, 32767
+    else:
+        blocks, top = x.reshape(*x.shape[:-1], -1, 32), 32767 if scheme == "block16" else 127
+    scale = blocks.abs().amax(-1, keepdim=True) / top
+    return (torch.round(blocks / torch.where(scale > 0, scale, 1)) * scale).reshape(x.shape)
+
+
+def _divergence(logits: list, reference: list) -> dict:
+    import torch
+
+    got, ref = torch.cat(logits).float(), torch.cat(reference).float()
+    log_p, log_q = torch.log_softmax(ref, -1), torch.log_softmax(got, -1)
+    return {"max_logit_diff": round((got - ref).abs().max().item(), 4),
+            "max_probability_diff": round((log_q.exp() - log_p.exp()).abs().max().item(), 5),
+            "mean_kl_nats": float(f"{(log_p.exp() * (log_p - log_q)).sum(-1).mean().item():.3g}"),
+            "top1_agreement": round((got.argmax(-1) == ref.argmax(-1)).float().mean().item(), 4)}
+
+
+def bench_rounding(args: argparse.Namespace) -> dict:
+    """What rounding each product's input costs in accuracy: the fast decoder's teacher-forced logits against the
+    plain fp32 model's along its greedy replies to 12 fixed chat prompts (24 tokens each), next to the plain model
+    with every product's input rounded each way (hooks on its nn.Linear): ChatLab's int16 per row, int16 per block
+    of 32, and llama.cpp's int8 per block of 32 (the anchor: ratio = ChatLab's largest probability error / its)."""
+    import torch
+
+    from chat import fastpath, models
+
+    loaded = models.get_model(progress=lambda s: None)
+    model = loaded.model
+    fast = loaded.fast or fastpath.prepare_decoder(model, loaded.device, lambda s: print(s, file=sys.stderr))
+    pairs = fastpath.greedy_continuations(model, loaded.tokenizer, fastpath.QUALITY_PROMPTS[:12], 24)
+    scheme = {"now": None}
+    hooks = [m.register_forward_pre_hook(lambda m, inputs: None if scheme["now"] is None else
+                                         (_rounded(inputs[0], scheme["now"]),))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+    def plain_logits() -> list:
+        with torch.inference_mode():
+            return [model(torch.tensor([ids + tail])).logits[0, len(ids) - 1: len(ids) + len(tail) - 1]
+                    for ids, tail in pairs]
+
+    try:
+        reference = plain_logits()
+        result = {"positions": sum(len(tail) for _, tail in pairs)}
+        if fast is not None:
+            result["fast_decoder"] = _divergence([fast.next_token_logits(ids, tail) for ids, tail in pairs], reference)
+        for name in ("row16", "block16", "block8"):
+            scheme["now"] = name
+            result[f"plain_rounded_{name}"] = _divergence(plain_logits(), reference)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ours = result.get("fast_decoder", result["plain_rounded_row16"])["max_probability_diff"]
+    result["ratio_max_probability_diff_vs_llama_cpp_int8"] = round(
+        ours / result["plain_rounded_block8"]["max_probability_diff"], 4)
+    return result
+
+
+BENCHMARKS["rounding"] = bench_rounding
+# --- rounding benchmark (end) ---
+
 # --- quality benchmark (start) ---
 # Simple questions with known answers: a reply is right when it contains the answer (a regex, case-insensitive)
 QUALITY_QUESTIONS = [

@@ -554,12 +554,10 @@ QUALITY_PROMPTS = [  # fixed chat prompts for the top-1 agreement check (tests a
 ]
 
 
-def top1_agreement(model: nn.Module, tokenizer, fast: FastDecoder, prompts: list[str] = QUALITY_PROMPTS,
-                   new_tokens: int = 32) -> float:
-    """Share of positions where the fast decoder's most likely next token is the plain model's, teacher-forced
-    along the plain model's own greedy continuation of each prompt (so one early difference does not derail the
-    rest)."""
-    agree = total = 0
+def greedy_continuations(model: nn.Module, tokenizer, prompts: list[str], new_tokens: int) -> list[tuple[list, list]]:
+    """(prompt ids, the plain model's greedy continuation) for each chat prompt: the positions the fast decoder is
+    compared on, teacher-forced (so one early difference does not derail the rest)."""
+    pairs = []
     for text in prompts:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                             add_generation_prompt=True)
@@ -568,7 +566,16 @@ def top1_agreement(model: nn.Module, tokenizer, fast: FastDecoder, prompts: list
             out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                  max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None,
                                  top_k=None, pad_token_id=tokenizer.eos_token_id)
-        continuation = out[0, len(ids):].tolist()
+        pairs.append((ids, out[0, len(ids):].tolist()))
+    return pairs
+
+
+def top1_agreement(model: nn.Module, tokenizer, fast: FastDecoder, prompts: list[str] = QUALITY_PROMPTS,
+                   new_tokens: int = 32) -> float:
+    """Share of positions where the fast decoder's most likely next token is the plain model's, along the plain
+    model's own greedy continuation of each prompt."""
+    agree = total = 0
+    for ids, continuation in greedy_continuations(model, tokenizer, prompts, new_tokens):
         predicted = fast.next_token_logits(ids, continuation).argmax(dim=-1).tolist()
         agree += sum(int(a == b) for a, b in zip(predicted, continuation))
         total += len(continuation)
