@@ -198,14 +198,15 @@ BENCHMARKS["chat"] = bench_chat
 def _rounded(x, scheme: str):
     """x as a product sees it after rounding: "row16" (ChatLab's kernels: int16, one scale per row), "block16" (int16,
     a scale per block of 32: the kernels before 2026-11-26 evening), "block8" (llama.cpp's q8_0 / q8_1: int8, a scale
-    per block of 32)."""
+    per block of 32, as fastpath.pack_q8 packs the embedding)."""
     import torch
 
-    if scheme == "row16":
-        blocks, top = x, 32767
-    else:
-        blocks, top = x.reshape(*x.shape[:-1], -1, 32), 32767 if scheme == "block16" else 127
-    scale = blocks.abs().amax(-1, keepdim=True) / top
+    from chat import fastpath
+
+    if scheme == "block8":
+        return fastpath.dequantize(fastpath.pack_q8(x.reshape(-1, x.shape[-1]))).reshape(x.shape)
+    blocks = x if scheme == "row16" else x.reshape(*x.shape[:-1], -1, 32)
+    scale = blocks.abs().amax(-1, keepdim=True) / 32767
     return (torch.round(blocks / torch.where(scale > 0, scale, 1)) * scale).reshape(x.shape)
 
 
