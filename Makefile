@@ -24,11 +24,11 @@ run: $(VENV)/.installed
 	$(BIN)/python app.py $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests -ra --durations=15
+	$(BIN)/python -m pytest tests
 
 # Everything but the slow end-to-end and browser tests under tests/e2e.
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests -ra -m "not slow"
+	$(BIN)/python -m pytest tests -m "not (real_weights or training or compile or server or browser or e2e)"
 
 # make bench WHAT=tokens|chat|mnist|tinygpt|finetune|feedback
 bench: $(VENV)/.installed

@@ -8,9 +8,11 @@ One registry, used twice:
   come through the queue (an MCP call, a script, a second app in the same process) is bounded by the same numbers.
   Behind the queue a slot is always free: the queue never starts more than the limit.
 
-On 2 cores: two chat replies, two next-token / inside-the-model passes and one training run at a time. A training
-run uses every core for minutes: a second one would halve both runs' speed (and their time budgets buy half the
-steps), so it waits in the queue instead. A new kind plugs in with one line: `budget.register("mykind", 1)`.
+The kinds and their limits come from the settings (`configure(settings)`, which app.py calls before it builds the
+tabs; until then the defaults): the chat engine's places (8 writing + 16 in line), transformers' plain `generate`
+two at a time, two next-token / inside-the-model passes and one training run. A training run uses every core for
+minutes: a second one would halve both runs' speed (and their time budgets buy half the steps), so it waits in the
+queue instead. A new kind plugs in with one line: `budget.register("mykind", 1)`.
 """
 from __future__ import annotations
 
@@ -57,13 +59,13 @@ def _default_limit(per_two_cores: int) -> int:
 
 _KINDS: dict[str, Kind] = {}
 _REGISTRY_LOCK = threading.Lock()
+_OVERRIDES: dict[str, int] = {}  # kind -> limit, from the settings (CHATLAB_LIMIT_<KIND>)
+_CONFIGURED = False  # ChatLab's kinds are registered (configure())
 
 
 def register(name: str, limit: int, wait_s: float = 60.0) -> Kind:
-    """Add a kind of heavy work (or change its limit); $CHATLAB_LIMIT_<NAME> overrides the limit."""
-    override = os.environ.get(f"CHATLAB_LIMIT_{name.upper().replace('-', '_')}")
-    if override:
-        limit = int(override)
+    """Add a kind of heavy work (or change its limit); the settings' limit for the kind, if any, wins."""
+    limit = _OVERRIDES.get(name, limit)
     if limit < 1:
         raise ValueError(f"the limit of {name!r} must be at least 1, got {limit}")
     with _REGISTRY_LOCK:
@@ -73,13 +75,6 @@ def register(name: str, limit: int, wait_s: float = 60.0) -> Kind:
                 raise RuntimeError(f"cannot change the limit of {name!r} while {kind.running} job(s) run")
             _KINDS[name] = Kind(name, limit, wait_s)
         return _KINDS[name]
-
-
-def kind(name: str) -> Kind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise KeyError(f"unknown kind of work {name!r}; registered: {', '.join(_KINDS)}") from None
 
 
 def limit(name: str) -> int:
@@ -148,6 +143,7 @@ def running(name: str) -> int:
 
 def snapshot() -> dict[str, dict]:
     """{kind: {limit, running, peak}} for status lines, tests and benchmarks."""
+    _ensure_configured()
     return {k.name: {"limit": k.limit, "running": k.running, "peak": k.peak} for k in list(_KINDS.values())}
 
 
@@ -157,13 +153,37 @@ def reset_peaks() -> None:
             k.peak = k.running
 
 
-# ChatLab's kinds. Waits: a chat reply or a next-token step takes seconds, so a caller outside the queue may wait for
-# one to finish; a training run takes minutes, so a caller that finds no slot is told so at once.
-register("chat", _default_limit(2), wait_s=120.0)
-register("model", _default_limit(2), wait_s=120.0)  # next-token steps, the inside-the-model view
-register("training", _default_limit(1), wait_s=0.0)  # MNIST, Tiny GPT, fine-tuning, human feedback (DPO)
-# Requests the queue holds at most (waiting + running), all kinds together: beyond it a request is refused at once
-# ("the queue is full") instead of piling up memory and waiting for minutes.
-QUEUE_MAX_SIZE = int(os.environ.get("CHATLAB_QUEUE_MAX_SIZE", 64))
-# Events without a kind (token counting, page loads, drawing): cheap, but still bounded.
-LIGHT_CONCURRENCY = max(2, _cores())
+def configure(settings) -> None:
+    """ChatLab's kinds with the limits `settings` (chat.settings.Settings) give. Waits: a chat reply or a next-token
+    step takes seconds, so a caller outside the queue may wait for one to finish; a training run takes minutes, so a
+    caller that finds no slot is told so at once."""
+    global _CONFIGURED
+    _CONFIGURED = True
+    _OVERRIDES.clear()
+    _OVERRIDES.update(settings.limits)
+    model = settings.model
+    register("chat", model.max_batch + model.max_waiting, wait_s=120.0)  # the engine's places: writing + in line
+    register("plain-chat", _default_limit(2), wait_s=120.0)  # transformers' generate: a thread per reply
+    register("model", _default_limit(2), wait_s=120.0)  # next-token steps, the inside-the-model view
+    register("training", _default_limit(1), wait_s=0.0)  # MNIST, Tiny GPT, fine-tuning, human feedback
+
+
+def kind(name: str) -> Kind:
+    """A registered kind (ChatLab's are registered with the default settings on first use)."""
+    _ensure_configured()
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise KeyError(f"unknown kind of work {name!r}; registered: {', '.join(_KINDS)}") from None
+
+
+def _ensure_configured() -> None:
+    if not _CONFIGURED:
+        from chat.settings import Settings
+
+        configure(Settings())
+
+
+def light_concurrency() -> int:
+    """Events without a kind (token counting, page loads, drawing): cheap, but still bounded."""
+    return max(2, _cores())

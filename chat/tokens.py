@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Callable, Protocol
 import tiktoken
 import tiktoken.model
 
-from chat.data import cache_dir, package_file
+from chat.paths import package_file
 
 _BLOB = "https://openaipublic.blob.core.windows.net"
 
@@ -140,13 +141,12 @@ def _verified_bytes(path: Path, sha256: str) -> bytes:
 
 
 def tiktoken_cache_dir() -> Path:
-    """Where tiktoken reads its files: $TIKTOKEN_CACHE_DIR if the user set one, else ChatLab's cache."""
-    configured = os.environ.get("TIKTOKEN_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    path = cache_dir("tiktoken")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(path)
-    return path
+    """Where tiktoken reads its files (tiktoken/load.py): $TIKTOKEN_CACHE_DIR or $DATA_GYM_CACHE_DIR if set, else
+    its folder in the system's temp dir. ChatLab seeds that folder rather than pointing tiktoken elsewhere."""
+    for variable in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable])
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
 def seed_tiktoken_cache(files: tuple[PackagedFile, ...] = PACKAGED_FILES) -> Path:
@@ -177,8 +177,7 @@ def _tiktoken_factory(name: str) -> Callable[[], Tokenizer]:
     return build
 
 
-for _name, _models in TIKTOKEN_ENCODINGS.items():
-    register_tokenizer(_name, _tiktoken_factory(_name), _models)
+_REGISTRY.update((name, TokenizerEntry(_tiktoken_factory(name), models)) for name, models in TIKTOKEN_ENCODINGS.items())
 
 
 def get_tokenizer(name: str) -> Tokenizer:

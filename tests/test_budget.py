@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from chat import budget, mnist
+from chat import budget
+from chat.settings import Settings
 
 
 @pytest.fixture
@@ -61,28 +62,16 @@ def test_a_generator_holds_its_slot_from_its_first_step_until_it_is_closed(kind)
 def test_gradio_events_of_a_kind_share_its_limit():
     assert budget.queue_options("training") == {"concurrency_id": "training", "concurrency_limit":
                                                 budget.limit("training")}
-    assert budget.limit("training") >= 1 and budget.limit("chat") >= 1 and budget.QUEUE_MAX_SIZE > 0
+    assert budget.limit("training") >= 1 and budget.limit("chat") >= 1 and budget.light_concurrency() >= 2
 
 
-def test_a_new_kind_plugs_in_with_one_line_and_its_limit_can_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv("CHATLAB_LIMIT_FINE_TUNE", "3")
+def test_a_new_kind_plugs_in_with_one_line_and_its_limit_can_come_from_the_environment():
     try:
-        assert budget.register("fine-tune", 1).limit == 3
+        budget.configure(Settings.from_env({"CHATLAB_LIMIT_FINE_TUNE": "3", "CHATLAB_LIMIT_CHAT": "5"}))
+        assert budget.register("fine-tune", 1).limit == 3 and budget.limit("chat") == 5
     finally:
         budget._KINDS.pop("fine-tune", None)
+        budget.configure(Settings())
+    assert budget.limit("chat") == Settings().model.max_batch + Settings().model.max_waiting
     with pytest.raises(KeyError, match="unknown kind"):
         budget.limit("no-such-kind")
-
-
-def test_two_mnist_runs_cannot_train_at_once_beyond_the_training_limit():
-    assert budget.limit("training") == 1
-    data = mnist.load_data()
-    first = mnist.new_run(mnist.preset("fast", epochs=1, time_limit_s=30), data)
-    second = mnist.new_run(mnist.preset("fast", epochs=1, time_limit_s=30), data)
-    running = mnist.train(first, update_every_s=0.0)
-    next(running)
-    with pytest.raises(budget.BusyError):
-        next(mnist.train(second))
-    assert second.step == 0 and second.status == "ready"
-    running.close()
-    assert first.status == "stopped" and budget.running("training") == 0

@@ -195,9 +195,6 @@ def test_a_tokenizer_that_is_not_ready_is_skipped_instead_of_waited_for(monkeypa
     assert "still-loading" not in names and names[:3] == list(tokens.TIKTOKEN_ENCODINGS)
 
 
-# --- hardening (issue 15): bounded counting ---------------------------------------------------------------------
-
-
 def test_a_missing_model_name_is_a_clear_error():
     for bad in (None, "", "   ", 5):
         with pytest.raises(ValueError, match="model must be"):
@@ -210,30 +207,28 @@ def test_more_than_10_mb_is_refused_before_any_tokenizer_runs(monkeypatch):
         tokens.count_tokens("x" * (tokens.MAX_TEXT_CHARS + 1))
 
 
-def test_the_chat_models_tokenizer_counts_long_texts_in_chunks_exactly(chat_model):
-    from chat import models
-    from chat.bench import _mixed_text
+def test_the_chat_models_tokenizer_counts_long_texts_in_chunks_exactly(tokenizer):
+    from chat.bench.common import mixed_text
+    from chat.llm import tokenizer as chat_tokenizer
 
-    tokenizer = models.ModelTokenizer(chat_model.tokenizer)
-    text = _mixed_text(400_000) + "   \n\n\t  " * 5000 + "<|im_start|>" * 3 + "长文本" * 30_000
-    pieces = list(models._chunks(text))
+    counter = chat_tokenizer.ModelTokenizer(tokenizer)
+    text = mixed_text(400_000) + "   \n\n\t  " * 5000 + "<|im_start|>" * 3 + "长文本" * 30_000
+    pieces = list(chat_tokenizer._chunks(text))
     assert len(pieces) > 8 and "".join(pieces) == text
-    expected = len(chat_model.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-    assert tokenizer.count(text) == expected == len(tokenizer.encode(text))
+    expected = len(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    assert counter.count(text) == expected == len(counter.encode(text))
 
 
-def test_counting_10_mb_with_the_chat_models_tokenizer_stays_in_bounded_memory(chat_model):
+def test_counting_10_mb_with_the_chat_models_tokenizer_stays_in_bounded_memory(tokenizer):
     """In a fresh process: one call on 10 MB held ~1.6 GB; in chunks it holds ~100 MB."""
-    import subprocess
-    import sys
-
-    folder = chat_model.tokenizer.name_or_path
+    folder = tokenizer.name_or_path
     code = (
         "import resource, sys\n"
         "from transformers import PreTrainedTokenizerFast\n"
-        "from chat import models, tokens\n"
-        "from chat.bench import _mixed_text\n"
-        f"tokenizer = models.ModelTokenizer(PreTrainedTokenizerFast.from_pretrained({str(folder)!r}))\n"
+        "from chat import tokens\n"
+        "from chat.llm.tokenizer import ModelTokenizer\n"
+        "from chat.bench.common import mixed_text as _mixed_text\n"
+        f"tokenizer = ModelTokenizer(PreTrainedTokenizerFast.from_pretrained({str(folder)!r}))\n"
         "tokens.register_tokenizer('chat-model', lambda: tokenizer, 'the chat model')\n"
         "text = _mixed_text(10_000_000)\n"
         "tokens.count_tokens('warm up', 'chat-model')\n"

@@ -9,8 +9,12 @@ from typing import Iterator
 
 import gradio as gr
 
-from chat import budget, downloads, generation, models, remote, tuning
+from chat import budget, downloads
+from chat.llm import backends, generation, models, prompt as prompt_module, remote
+from chat.llm.params import LIMITS, GenerationParams
+from chat.settings import Settings
 from chat.ui import limits
+from chat.ui.handlers import bind
 from chat.ui.i18n import STRINGS, T, tr
 
 SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")  # <|im_start|>, <|im_end|>, <|endoftext|> ...
@@ -18,9 +22,9 @@ _CANCELS: dict[str, threading.Event] = {}  # session -> the cancel event of its 
 _CANCELS_LOCK = threading.Lock()
 
 
-def model_status(request: gr.Request) -> str:
+def model_status(request: gr.Request, settings: Settings = Settings()) -> str:
     try:
-        loaded = models.get_model()
+        loaded = models.get_model(settings.model)
     except models.ModelLoadError as error:
         return "⚠️ " + tr(request, "chat.model_error", error=error)
     return tr(request, "chat.model_status", title=loaded.title, dtype=str(loaded.dtype).replace("torch.", ""),
@@ -54,11 +58,11 @@ def conversation(history: list[dict], system: str, message: str | None = None) -
     if system is not None and not isinstance(system, str):
         raise ValueError(f"The system prompt must be text, got {type(system).__name__}.")
     turns = [{"role": "system", "content": system}] if system and system.strip() else []
-    turns += generation.normalize_messages([item for item in generation.check_history(history) if not (
+    turns += prompt_module.normalize_messages([item for item in prompt_module.check_history(history) if not (
         isinstance(item, dict) and (item.get("metadata") or {}).get("title"))])  # the stats notes left out
     if message is not None:
         turns.append({"role": "user", "content": message})
-    return generation.normalize_messages(turns)
+    return prompt_module.normalize_messages(turns)
 
 
 def refresh_interval() -> float:
@@ -69,75 +73,74 @@ def refresh_interval() -> float:
     return generation.pace(streaming)
 
 
-VARIANTS = ("original", "sft", "dpo", "server")  # the chat model, this session's tuned copies, or a server
-
-
-def chat_model(variant: str, request: gr.Request | None) -> models.LoadedModel:
-    """The model this reply comes from: the shared chat model, or the one this session trained (Fine-tune tab:
-    "sft", Human feedback tab: "dpo")."""
-    if variant not in VARIANTS:
-        raise gr.Error(tr(request, "chat.bad_input", error=f"model must be one of {', '.join(VARIANTS)}"))
-    if variant == "original":
-        return models.get_model()
-    tuned = tuning.TUNED.get(getattr(request, "session_hash", None), variant)
-    if tuned is None:
-        raise gr.Error(tr(request, f"chat.no_{variant}"))
-    return tuned.loaded
-
-
-# --- remote backend (start) ---
-def server_backend(url: str | None, model: str | None, key: str | None, request: gr.Request | None) -> remote.Backend:
-    """The server a reply goes to: the URL typed in the tab, else the one ChatLab was started with (--backend-url)."""
+def backend(variant: str, url: str | None, model: str | None, key: str | None, settings: Settings,
+            request: gr.Request | None) -> backends.ChatBackend:
+    """The model this reply comes from: the shared chat model, the one this session trained (Fine-tune tab: "sft",
+    Human feedback tab: "dpo"), or a server (the URL typed in the tab, else the one ChatLab was started with)."""
     try:
-        if url and url.strip():
-            return remote.backend_for(url, model or "", key or "")
-        configured = remote.configured()
-        if configured is None:
-            raise remote.RemoteError("No server given: type its URL, or start ChatLab with --backend-url URL.")
-        return remote.Backend(configured.url, (model or "").strip() or configured.model, configured.key)
+        server = None
+        if variant == "server" and url and url.strip():
+            server = remote.backend_for(settings.server, url, model or "", key or "")
+        elif variant == "server" and (model or "").strip() and remote.configured(settings.server) is not None:
+            configured = remote.configured(settings.server)
+            server = remote.Backend(configured.url, model.strip(), configured.key, configured.timeout)
+        return backends.backend_for(variant, settings.model, getattr(request, "session_hash", None), server,
+                                    settings.server)
     except remote.RemoteError as error:
         raise gr.Error(tr(request, "chat.server_error", error=error)) from None
+    except backends.NoSuchModel as error:
+        key = f"chat.no_{error.variant}"
+        raise gr.Error(tr(request, key) if key in STRINGS else
+                       tr(request, "chat.server_error", error=error)) from None
+    except ValueError as error:
+        raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
 
 
-def list_server_models(url: str, key: str, current: str | None, request: gr.Request):
+def list_server_models(url: str, key: str, current: str | None, request: gr.Request, settings: Settings = Settings()):
     """The "List models" button: the server's GET /v1/models in the dropdown, or why not."""
     try:
-        backend = server_backend(url, "", key, request)
-        names = remote.list_models(backend, fresh=True)
+        chosen = backend("server", url, "", key, settings, request)
+        names = remote.list_models(chosen.server, fresh=True)
     except gr.Error as error:
         return gr.update(), f"{error.message}"
     except remote.RemoteError as error:
         return gr.update(), tr(request, "chat.server_error", error=error)
     value = current if current in names else names[0]
     return (gr.update(choices=[(remote.short_name(n), n) for n in names], value=value),
-            tr(request, "chat.server_models", n=len(names), url=backend.url))
+            tr(request, "chat.server_models", n=len(names), url=chosen.where))
 
 
-def remote_prompt_view(prompt: remote.RemotePrompt, backend: remote.Backend, request) -> list:
-    """The remote "exact prompt": the messages sent, then the server's rendering of them where it shows it."""
+def prompt_panel(prompt, chosen: backends.ChatBackend, request) -> dict:
+    """The exact prompt: the rendered template where it is known (special tokens highlighted, with its token count),
+    else the messages as sent, then the server's rendering of them where it shows it."""
+    if prompt.ids:
+        return gr.update(value=prompt_view(prompt.text), label=tr(request, "chat.prompt_tokens", tokens=len(prompt.ids)))
     sent = json.dumps(prompt.messages, ensure_ascii=False, indent=1)
-    spans = [(tr(request, "chat.server_sent", model=remote.short_name(backend.model), url=backend.url) + "\n", None),
-             (sent + "\n\n", None)]
+    spans = [(tr(request, "chat.server_sent", model=chosen.title, url=chosen.where) + "\n", None), (sent + "\n\n", None)]
     if prompt.text is None:
-        return spans + [(tr(request, "chat.server_no_template"), None)]
-    return spans + [(tr(request, "chat.server_template") + "\n", None), *prompt_view(prompt.text)]
+        spans.append((tr(request, "chat.server_no_template"), None))
+    else:
+        spans += [(tr(request, "chat.server_template") + "\n", None), *prompt_view(prompt.text)]
+    return gr.update(value=spans, label=T("chat.prompt_panel"))
 
 
-def _gauge_now(stream, loaded, used: int, request) -> str:
-    if loaded is None:  # a server's context window is its own business
-        return tr(request, "chat.server_gauge", model=remote.short_name(stream.backend.model), url=stream.backend.url)
-    return gauge(used + stream._streamer.tokens, loaded.context_window, request)
-# --- remote backend (end) ---
+def gauge_now(stream, chosen: backends.ChatBackend, request) -> str:
+    """The context gauge: prompt + reply so far against the context window, or the server's line (its window is its
+    own business)."""
+    if chosen.context_window is None:
+        return tr(request, "chat.server_gauge", model=chosen.title, url=chosen.where)
+    return gauge(len(stream.prompt.ids) + stream.tokens, chosen.context_window, request)
 
 
 def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
             max_new_tokens: int, repetition_penalty: float, seed: int, variant: str = "original",
-            server_url: str = "", server_model: str = "", server_key: str = "", request: gr.Request = None):
+            server_url: str = "", server_model: str = "", server_key: str = "", request: gr.Request = None,
+            settings: Settings = Settings()):
     """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive. Every input is checked
     before the model runs; a bad one is a clear gr.Error."""
     if message is not None and not isinstance(message, (str, dict, list)):
         raise gr.Error(tr(request, "chat.bad_input", error=f"The message must be text, got {type(message).__name__}."))
-    message = generation.flatten_content(message)
+    message = prompt_module.flatten_content(message)
     if not message.strip():
         raise gr.Error(tr(request, "chat.bad_input", error="Type a message first."))
     cancel = threading.Event()
@@ -145,18 +148,12 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     with _CANCELS_LOCK:  # the stop button can stop the prompt's trimming too
         _CANCELS[key] = cancel
     try:
-        params = generation.GenerationParams.from_inputs(temperature, top_p, top_k, max_new_tokens,
-                                                         repetition_penalty, seed)
+        params = GenerationParams.from_inputs(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
         turns = conversation(history, system, message)
-        if variant == "server":
-            loaded = None
-            stream = remote.stream_chat(turns, params, server_backend(server_url, server_model, server_key, request),
-                                        cancel)
-        else:
-            if not models.is_loaded():
-                gr.Info(tr(request, "chat.loading"))
-            loaded = chat_model(variant, request)
-            stream = generation.stream_chat(turns, params, loaded, cancel)
+        if variant == "original" and not models.is_loaded(settings.model):
+            gr.Info(tr(request, "chat.loading"))
+        chosen = backend(variant, server_url, server_model, server_key, settings, request)
+        stream = chosen.stream_chat(turns, params, cancel)
     except remote.RemoteError as error:
         _forget(key, cancel)
         raise gr.Error(tr(request, "chat.server_error", error=error)) from None
@@ -166,32 +163,27 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     except ValueError as error:
         _forget(key, cancel)
         raise gr.Error(tr(request, "chat.bad_input", error=error)) from None
-    except generation.CancelledError:
+    except prompt_module.CancelledError:
         _forget(key, cancel)
         return
     except gr.Error:  # no such model for this session
         _forget(key, cancel)
         raise
-    used = len(stream.prompt.ids)
     notes = tr(request, "chat.dropped", n=stream.prompt.dropped) if stream.prompt.dropped else ""
-    if loaded is None:
-        header = gr.update(value=remote_prompt_view(stream.prompt, stream.backend, request),
-                           label=T("chat.prompt_panel"))
-    else:
-        header = gr.update(value=prompt_view(stream.prompt.text), label=tr(request, "chat.prompt_tokens", tokens=used))
+    header = prompt_panel(stream.prompt, chosen, request)
     try:
         answer, shown_at, interval = "", 0.0, generation.REFRESH_S
         for delta in stream:
             if not delta:  # no token yet: say where the reply stands, and let Gradio close this if the user has gone
-                place = getattr(stream, "place", None)
+                place = stream.place
                 waiting = tr(request, "chat.waiting", place=place) if place else notes
-                yield answer, waiting, _gauge_now(stream, loaded, used, request), header
+                yield answer, waiting, gauge_now(stream, chosen, request), header
                 header = gr.skip()
                 continue
             answer += delta
             now = time.monotonic()
             if now - shown_at >= interval:  # the first token at once, then ~25 updates/s (fewer when crowded)
-                yield answer, notes, _gauge_now(stream, loaded, used, request), header
+                yield answer, notes, gauge_now(stream, chosen, request), header
                 header, shown_at, interval = gr.skip(), now, refresh_interval()  # the prompt view is sent once
     except remote.RemoteError as error:
         raise gr.Error(tr(request, "chat.server_error", error=error)) from None
@@ -204,9 +196,7 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     line = stats_line(stream.stats, request)
     messages = [{"role": "assistant", "content": answer},
                 {"role": "assistant", "content": "", "metadata": {"title": line, "status": "done"}}]
-    final = gauge(used + stream.stats.new_tokens, loaded.context_window, request) if loaded is not None else \
-        _gauge_now(stream, None, used, request)
-    yield messages, notes, final, header
+    yield messages, notes, gauge_now(stream, chosen, request), header
 
 
 def _forget(key: str, cancel: threading.Event) -> None:
@@ -215,9 +205,9 @@ def _forget(key: str, cancel: threading.Event) -> None:
             del _CANCELS[key]
 
 
-def chat_endpoint(defaults: generation.GenerationParams):
+def chat_endpoint(settings: Settings):
     """The public `chat` API function, its defaults the chat model's own (see models.chat_defaults)."""
-    d = defaults
+    d = models.chat_defaults(settings.model.name)
 
     def chat(message: str, history: list[dict] | None = None, system: str = STRINGS["chat.system_default"][0],
              temperature: float = d.temperature, top_p: float = d.top_p, top_k: int = d.top_k,
@@ -240,13 +230,10 @@ def chat_endpoint(defaults: generation.GenerationParams):
                 or "server" (the OpenAI-compatible server ChatLab was started with, --backend-url).
         """
         for answer, *_ in respond(message, history, system, temperature, top_p, top_k, max_new_tokens,
-                                  repetition_penalty, seed, model, "", "", "", request):
+                                  repetition_penalty, seed, model, "", "", "", request, settings):
             yield answer if isinstance(answer, str) else answer[0]["content"]
 
     return chat
-
-
-chat = chat_endpoint(generation.GenerationParams())  # the default model's; build() makes the selected model's
 
 
 def stop_reply(request: gr.Request) -> None:
@@ -275,8 +262,9 @@ def export(history: list[dict], system: str, request: gr.Request = None):
     return str(folder / "conversation.md"), str(folder / "conversation.json")
 
 
-def build() -> None:
-    defaults = models.chat_defaults()
+def build(settings: Settings) -> None:
+    defaults = models.chat_defaults(settings.model.name)
+
     with gr.Tab(T("chat.tab"), id="chat"):
         gr.Markdown(T("chat.intro"))
         status = gr.Markdown(elem_id="chat-model-status")
@@ -298,27 +286,28 @@ def build() -> None:
                     system = gr.Textbox(STRINGS["chat.system_default"][0], label=T("chat.system"), lines=2,
                                         elem_id="chat-system")
                     with gr.Row():
-                        temperature = gr.Slider(0.0, 2.0, defaults.temperature, step=0.05, label=T("chat.temperature"),
-                                                info=T("chat.temperature_quality"), elem_id="chat-temperature")
-                        top_p = gr.Slider(0.05, 1.0, defaults.top_p, step=0.05, label=T("chat.top_p"),
-                                          info=T("chat.top_p_quality"), elem_id="chat-top-p")
-                        top_k = gr.Slider(0, 200, defaults.top_k, step=1, label=T("chat.top_k"),
-                                          info=T("chat.top_k_quality"), elem_id="chat-top-k")
+                        temperature = limits.setting("temperature", defaults.temperature, label=T("chat.temperature"),
+                                                     info=T("chat.temperature_quality"), elem_id="chat-temperature")
+                        top_p = limits.setting("top_p", defaults.top_p, label=T("chat.top_p"),
+                                               info=T("chat.top_p_quality"), elem_id="chat-top-p")
+                        top_k = limits.setting("top_k", defaults.top_k, label=T("chat.top_k"),
+                                               info=T("chat.top_k_quality"), elem_id="chat-top-k")
                     with gr.Row():
-                        max_new_tokens = gr.Slider(1, 1024, defaults.max_new_tokens, step=1,
-                                                   label=T("chat.max_new_tokens"), info=T("chat.max_new_tokens_info"),
-                                                   elem_id="chat-max-new-tokens")
-                        repetition_penalty = gr.Slider(0.8, 1.5, defaults.repetition_penalty, step=0.01,
-                                                       label=T("chat.repetition_penalty"),
-                                                       info=T("chat.repetition_penalty_quality"),
-                                                       elem_id="chat-repetition-penalty")
+                        max_new_tokens = limits.setting("max_new_tokens", defaults.max_new_tokens,
+                                                        label=T("chat.max_new_tokens"),
+                                                        info=T("chat.max_new_tokens_info"),
+                                                        elem_id="chat-max-new-tokens")
+                        repetition_penalty = limits.setting("repetition_penalty", defaults.repetition_penalty,
+                                                            label=T("chat.repetition_penalty"),
+                                                            info=T("chat.repetition_penalty_quality"),
+                                                            elem_id="chat-repetition-penalty")
                         seed = gr.Number(-1, precision=0, label=T("chat.seed"), info=T("chat.seed_info"), minimum=-1,
-                                         maximum=2**32 - 1, elem_id="chat-seed")
+                                         maximum=LIMITS["seed"][1], elem_id="chat-seed")
                 variant = gr.Radio([(T("chat.model_original"), "original"), (T("chat.model_sft"), "sft"),
                                     (T("chat.model_dpo"), "dpo"), (T("chat.model_server"), "server")],
                                    value="original", label=T("chat.model"), info=T("chat.model_info"),
                                    elem_id="chat-model")
-                configured = remote.configured()
+                configured = remote.configured(settings.server)
                 with gr.Group(visible=False, elem_id="chat-server") as server_box:
                     with gr.Row():
                         server_url = gr.Textbox(configured.url if configured else "", label=T("chat.server_url"),
@@ -338,7 +327,7 @@ def build() -> None:
                 chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
                 first_event = limits.next_event_id()
                 interface = gr.ChatInterface(
-                    respond, chatbot=chatbot, editable=True, api_name="chat_ui", api_visibility="undocumented",
+                    bind(respond, settings=settings), chatbot=chatbot, editable=True, api_name="chat_ui", api_visibility="undocumented",
                     textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
                                        stop_btn=True),
                     additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
@@ -350,15 +339,15 @@ def build() -> None:
                 # its submit, retry, edit, example and API events run the model: they join the "chat" group
                 limits.join("chat", [fn for fn in limits.events_since(first_event)
                                      if fn.concurrency_limit == budget.limit("chat")])
-        gr.api(chat_endpoint(defaults), api_name="chat", **limits.heavy("chat"))
+        gr.api(chat_endpoint(settings), api_name="chat", **limits.heavy("chat"))
         interface.textbox.stop(stop_reply, None, None, queue=False, api_visibility="private")
         chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
                        show_progress="hidden", trigger_mode="always_last")
         gr.on([chatbot.clear], lambda: ("", "", []), None, [notes, context, prompt], api_visibility="private")
         variant.change(lambda chosen: gr.update(visible=chosen == "server"), variant, server_box, queue=False,
                        api_visibility="private")
-        gr.on([connect.click, server_url.submit], list_server_models, [server_url, server_key, server_model],
+        gr.on([connect.click, server_url.submit], bind(list_server_models, settings=settings), [server_url, server_key, server_model],
               [server_model, server_status], api_visibility="private")
         # On page load (no inputs): shows the model once it is ready; app.py preloads it at start-up.
-        gr.on(None, model_status, None, status, api_visibility="private", concurrency_limit=None,
+        gr.on(None, bind(model_status, settings=settings), None, status, api_visibility="private", concurrency_limit=None,
               show_progress="minimal")

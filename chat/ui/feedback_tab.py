@@ -11,14 +11,20 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from chat import downloads, feedback, models, reward, tuning
-from chat.feedback import DPOSettings, Preference
-from chat.tuning import TUNED, TuningError
-from chat.ui.finetune_tab import RUN_TTL_S, error_text, follow, release, stop, watch
+from chat import downloads
+from chat.feedback import dpo, preferences, reward
+from chat.feedback.preferences import DPOSettings, Preference
+from chat.llm import models
+from chat.llm.backends import TUNED
+from chat.settings import Settings
+from chat.training import lora, run as runs
+from chat.training.run import Busy, TrainingError
 from chat.ui import limits
+from chat.ui.finetune_tab import RUN_TTL_S, error_text, follow, release, stop, watch
+from chat.ui.handlers import bind
 from chat.ui.i18n import T, both, localized, tr
 
-DEFAULT = feedback.preset("concise")
+DEFAULT = preferences.preset("concise")
 CUSTOM = "custom"
 COLORS = {"chosen": "#16a34a", "rejected": "#dc2626", "margin": "#2563eb", "accuracy": "#7c3aed", "kl": "#f97316"}
 
@@ -36,7 +42,7 @@ def _session(request: gr.Request | None) -> str | None:
 
 
 def _fail(request: gr.Request | None, error: Exception):
-    if isinstance(error, TuningError):
+    if isinstance(error, (TrainingError, Busy)):
         raise gr.Error(error_text(request, error)) from None
     if isinstance(error, models.ModelLoadError):
         raise gr.Error(tr(request, "tuning.error_model", error=error)) from None
@@ -66,8 +72,8 @@ def load_preset(key: str, request: gr.Request):
     if key == CUSTOM:
         return (gr.skip(),) * 8
     try:
-        p = feedback.preset(key)
-    except TuningError as error:
+        p = preferences.preset(key)
+    except TrainingError as error:
         _fail(request, error)
     s = p.settings
     about = tr(request, f"feedback.about_{key}")
@@ -80,40 +86,40 @@ def import_jsonl(file, request: gr.Request):
     path = Path(file if isinstance(file, str) else getattr(file, "name", file))
     try:
         if path.stat().st_size > 2_000_000:
-            raise TuningError("jsonl", "The file is over 2 MB.", line=0, reason="over 2 MB")
-        pairs, _ = feedback.from_jsonl(path.read_text(encoding="utf-8"))
+            raise TrainingError("jsonl", "The file is over 2 MB.", line=0, reason="over 2 MB")
+        pairs, _ = preferences.from_jsonl(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        _fail(request, TuningError("jsonl", "not UTF-8 text", line=0, reason="not UTF-8 text"))
-    except TuningError as error:
+        _fail(request, TrainingError("jsonl", "not UTF-8 text", line=0, reason="not UTF-8 text"))
+    except TrainingError as error:
         _fail(request, error)
-    return pairs_frame(pairs[:feedback.MAX_PAIRS]), CUSTOM
+    return pairs_frame(pairs[:preferences.MAX_PAIRS]), CUSTOM
 
 
 def export_jsonl(frame, request: gr.Request):
     path = downloads.folder("feedback", _session(request)) / "preferences.jsonl"
-    path.write_text(feedback.to_jsonl(frame_pairs(frame)), encoding="utf-8")
+    path.write_text(preferences.to_jsonl(frame_pairs(frame)), encoding="utf-8")
     return str(path)
 
 
 # --- 1. collect -----------------------------------------------------------------------------------------------------
 
 
-def _score_label(rm: TrainedReward | None, prompt: str, answer: str, request) -> str:
+def _score_label(rm: TrainedReward | None, prompt: str, answer: str, request, base) -> str:
     if rm is None or not answer:
         return ""
-    base = models.get_model()
     score = reward.scores(rm.model, base.model, base.tokenizer, [(prompt, answer)])[0]
     return tr(request, "feedback.score", score=score)
 
 
-def two_answers(prompt: str, rm: TrainedReward | None, request: gr.Request):
+def two_answers(prompt: str, rm: TrainedReward | None, request: gr.Request, settings: Settings = Settings()):
     """Two sampled answers side by side (and their reward scores once a reward model exists)."""
     try:
-        a, b = feedback.two_answers(prompt)
-    except (TuningError, models.ModelLoadError) as error:
+        base = models.get_model(settings.model)
+        a, b = preferences.two_answers(prompt, loaded=base)
+    except (TrainingError, models.ModelLoadError) as error:
         _fail(request, error)
     pending = (prompt.strip(), a, b)
-    return (pending, a, b, _score_label(rm, prompt, a, request), _score_label(rm, prompt, b, request))
+    return (pending, a, b, _score_label(rm, prompt, a, request, base), _score_label(rm, prompt, b, request, base))
 
 
 def pick(which: str, pending, frame, request: gr.Request):
@@ -125,27 +131,27 @@ def pick(which: str, pending, frame, request: gr.Request):
     if which in ("a", "b"):
         chosen, rejected = (a, b) if which == "a" else (b, a)
         pairs.insert(0, Preference(prompt, chosen, rejected))  # on top, where the user sees it land
-        if len(pairs) > feedback.MAX_PAIRS:
-            gr.Warning(tr(request, "feedback.full", n=feedback.MAX_PAIRS))
-        gr.Info(tr(request, "feedback.added", n=min(len(pairs), feedback.MAX_PAIRS)))
+        if len(pairs) > preferences.MAX_PAIRS:
+            gr.Warning(tr(request, "feedback.full", n=preferences.MAX_PAIRS))
+        gr.Info(tr(request, "feedback.added", n=min(len(pairs), preferences.MAX_PAIRS)))
     elif which == "both_bad":
         gr.Info(tr(request, "feedback.both_bad_noted"))
-    return None, "", "", "", "", pairs_frame(pairs[:feedback.MAX_PAIRS]), CUSTOM
+    return None, "", "", "", "", pairs_frame(pairs[:preferences.MAX_PAIRS]), CUSTOM
 
 
 # --- 2. reward model ------------------------------------------------------------------------------------------------
 
 
-def train_reward(frame, key: str, request: gr.Request):
+def train_reward(frame, key: str, request: gr.Request, settings: Settings = Settings()):
     try:
-        pairs = feedback.validate_pairs(frame_pairs(frame))
-        base = models.get_model()
+        pairs = preferences.validate_pairs(frame_pairs(frame))
+        base = models.get_model(settings.model)
         started = time.perf_counter()
-        rm = feedback.train_reward_model(pairs, "", base)
+        rm = dpo.train_reward_model(pairs, "", base)
         seconds = time.perf_counter() - started
-        held = feedback.triples(feedback.preset(key).held_out_pairs) if key in feedback.PRESETS else []
+        held = preferences.triples(preferences.preset(key).held_out_pairs) if key in preferences.PRESETS else []
         accuracy = reward.accuracy(rm, base.model, base.tokenizer, held) if held else math.nan
-    except (TuningError, models.ModelLoadError) as error:
+    except (TrainingError, models.ModelLoadError) as error:
         _fail(request, error)
     trained = TrainedReward(rm, seconds, len(held), accuracy)
     return trained, reward_status(trained, request)
@@ -162,12 +168,12 @@ def reward_status(rm: TrainedReward | None, request: gr.Request | None) -> str:
             f'<b>{html.escape(line)}</b></p>')
 
 
-def best_of_n(prompt: str, n: int, rm: TrainedReward | None, request: gr.Request) -> str:
+def best_of_n(prompt: str, n: int, rm: TrainedReward | None, request: gr.Request, settings: Settings = Settings()) -> str:
     if rm is None:
         raise gr.Error(tr(request, "feedback.error_need_rm"))
     try:
-        ranked = feedback.best_of_n(prompt, rm.model, int(n))
-    except (TuningError, models.ModelLoadError) as error:
+        ranked = dpo.best_of_n(prompt, rm.model, int(n), loaded=models.get_model(settings.model))
+    except (TrainingError, models.ModelLoadError) as error:
         _fail(request, error)
     items = []
     for item in ranked:
@@ -180,28 +186,26 @@ def best_of_n(prompt: str, n: int, rm: TrainedReward | None, request: gr.Request
 # --- 3. DPO -------------------------------------------------------------------------------------------------------
 
 
-def _status(run: feedback.DPORun | None, request: gr.Request | None) -> tuple[str, str]:
+def _status(run: dpo.DPORun | None, request: gr.Request | None) -> tuple[str, str]:
     if run is None:
         return "idle", tr(request, "feedback.status_idle")
     status = run.status
-    if not run.running and run.thread is not None and run.thread.is_alive():
-        status = "comparing"
     if status == "error":
         return status, tr(request, "feedback.status_error", error=run.error)
     return status, tr(request, f"feedback.status_{status}", step=run.step, steps=run.max_steps,
-                      diverged=run.diverged_at, restored=run.restored_step)
+                      diverged=run.diverged_at, restored=run.good_step)
 
 
 def _nan(value: float) -> float:
     return value if isinstance(value, float) and math.isfinite(value) else 0.0
 
 
-def progress_html(run: feedback.DPORun | None, request: gr.Request | None) -> str:
+def progress_html(run: dpo.DPORun | None, request: gr.Request | None) -> str:
     status, line = _status(run, request)
     step = run.step if run else 0
     stats = ""
     if run is not None and run.logs:
-        stats = tr(request, "feedback.stats", step=run.step, steps=run.max_steps, seconds=run.elapsed,
+        stats = tr(request, "feedback.stats", step=run.step, steps=run.max_steps, seconds=run.seconds,
                    speed=run.steps_per_second, margin=_nan(run.last("rewards/margins")),
                    accuracy=_nan(run.last("rewards/accuracies")), kl=_nan(run.last("kl")))
     fraction = min(1.0, step / run.max_steps) if run else 0.0
@@ -212,7 +216,7 @@ def progress_html(run: feedback.DPORun | None, request: gr.Request | None) -> st
             f'<b>{html.escape(line)}</b></p><p id="feedback-stats" style="margin:2px 0">{html.escape(stats)}</p>')
 
 
-def curves(run: feedback.DPORun | None, keys: dict[str, str], request: gr.Request | None):
+def curves(run: dpo.DPORun | None, keys: dict[str, str], request: gr.Request | None):
     """(frame, color map) of the logged series `keys` ({log key: curve name}) over the steps."""
     rows = []
     for entry in (run.logs if run else []):
@@ -224,7 +228,7 @@ def curves(run: feedback.DPORun | None, keys: dict[str, str], request: gr.Reques
     return (pd.DataFrame(rows) if rows else None), colors
 
 
-def comparison_html(run: feedback.DPORun | None, request: gr.Request | None) -> str:
+def comparison_html(run: dpo.DPORun | None, request: gr.Request | None) -> str:
     if run is None or not run.comparisons:
         return f'<p id="feedback-compare-empty">{html.escape(tr(request, "feedback.no_comparison"))}</p>'
 
@@ -247,13 +251,13 @@ def comparison_html(run: feedback.DPORun | None, request: gr.Request | None) -> 
     mean = tr(request, "feedback.mean_line", before=before, after=after, change=(after - before) / max(before, 1),
               rb=sum(rewards_b) / len(rewards_b) if rewards_b else 0.0,
               ra=sum(rewards_a) / len(rewards_a) if rewards_a else 0.0)
-    title = html.escape(tr(request, "feedback.compare_title", tokens=feedback.ANSWER_TOKENS))
+    title = html.escape(tr(request, "feedback.compare_title", tokens=dpo.ANSWER_TOKENS))
     return (f'<div id="feedback-compare" data-mean-before="{before:.1f}" data-mean-after="{after:.1f}">'
             f'<p><b>{title}</b></p><p>{html.escape(mean)}</p><table style="width:100%;font-size:0.92em">'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def render(run: feedback.DPORun | None, request: gr.Request | None):
+def render(run: dpo.DPORun | None, request: gr.Request | None):
     rewards, reward_colors = curves(run, {"rewards/chosen": "chosen", "rewards/rejected": "rejected",
                                           "rewards/margins": "margin"}, request)
     health, health_colors = curves(run, {"rewards/accuracies": "accuracy", "kl": "kl"}, request)
@@ -266,18 +270,18 @@ def render(run: feedback.DPORun | None, request: gr.Request | None):
 
 
 def start(frame, key, beta, lr, steps, batch, layers, budget, rm: TrainedReward | None, previous,
-          request: gr.Request):
-    if previous is not None and previous.running:
+          request: gr.Request, settings: Settings = Settings()):
+    if previous is not None and not previous.finished:
         previous.stop.set()
         previous.wait(30)
     try:
-        settings = DPOSettings(beta=float(beta), learning_rate=float(lr), max_steps=int(steps),
-                               batch_size=int(batch), lora_layers=int(layers), max_seconds=float(budget))
-        questions = feedback.preset(key).held_out if key in feedback.PRESETS else feedback.preset("concise").held_out
-        run = feedback.start_run(frame_pairs(frame), "", settings, session=_session(request),
-                                 preset_key=key if key != CUSTOM else "", reward_model=rm.model if rm else None,
-                                 questions=questions)
-    except (TuningError, models.ModelLoadError) as error:
+        chosen = DPOSettings(beta=float(beta), learning_rate=float(lr), max_steps=int(steps),
+                             batch_size=int(batch), lora_layers=int(layers), max_seconds=float(budget))
+        questions = preferences.preset(key if key in preferences.PRESETS else "concise").held_out
+        run = dpo.start_run(frame_pairs(frame), "", chosen, base=models.get_model(settings.model),
+                            session=_session(request), preset_key=key if key != CUSTOM else "",
+                            reward_model=rm.model if rm else None, questions=questions)
+    except (TrainingError, Busy, models.ModelLoadError) as error:
         _fail(request, error)
     except (TypeError, ValueError) as error:  # an emptied number box
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
@@ -292,7 +296,7 @@ def reset(run, request: gr.Request):
 
 
 def feedback_api(preset: str = "concise", jsonl: str = "", steps: int = 0, max_seconds: float = 150,
-                 request: gr.Request = None) -> Iterator[dict]:
+                 request: gr.Request = None, settings: Settings = Settings()) -> Iterator[dict]:
     """RLHF for this API session: fit a reward model on preference pairs, run DPO, compare answers before and after.
 
     One run trains at a time on this machine; a second is refused, not queued. When DPO ends, `chat` with
@@ -313,30 +317,30 @@ def feedback_api(preset: str = "concise", jsonl: str = "", steps: int = 0, max_s
     """
     custom = bool(str(jsonl or "").strip())
     try:
-        if not custom and preset not in feedback.PRESETS:
-            raise TuningError("preset", f"Unknown preset {preset!r}: use one of {', '.join(feedback.PRESETS)}",
-                              preset=preset)
-        chosen = feedback.preset(preset if preset in feedback.PRESETS else "concise")
-        pairs, system = feedback.from_jsonl(jsonl) if custom else (chosen.pairs, "")
-        settings = DPOSettings(**{**chosen.settings.__dict__, "max_seconds": float(max_seconds),
-                                  **({"max_steps": int(steps)} if steps else {})})
-        tuning.refuse_if_busy()
-        base = models.get_model()
-        rm = feedback.train_reward_model(pairs, system, base)
-        held = [] if custom else feedback.triples(chosen.held_out_pairs)
+        if not custom and preset not in preferences.PRESETS:
+            raise TrainingError("preset", f"Unknown preset {preset!r}: use one of {', '.join(preferences.PRESETS)}",
+                                preset=preset)
+        chosen = preferences.preset(preset if preset in preferences.PRESETS else "concise")
+        pairs, system = preferences.from_jsonl(jsonl) if custom else (chosen.pairs, "")
+        run_settings = DPOSettings(**{**chosen.settings.__dict__, "max_seconds": float(max_seconds),
+                                      **({"max_steps": int(steps)} if steps else {})})
+        runs.refuse_if_busy()
+        base = models.get_model(settings.model)
+        rm = dpo.train_reward_model(pairs, system, base)
+        held = [] if custom else preferences.triples(chosen.held_out_pairs)
         accuracy = reward.accuracy(rm, base.model, base.tokenizer, held) if held else None
-        run = feedback.start_run(pairs, system, settings, base, session=_session(request),
-                                 preset_key="" if custom else chosen.key, reward_model=rm,
-                                 questions=[] if custom else chosen.held_out)
-    except (TuningError, models.ModelLoadError) as error:
+        run = dpo.start_run(pairs, system, run_settings, base, session=_session(request),
+                            preset_key="" if custom else chosen.key, reward_model=rm,
+                            questions=[] if custom else chosen.held_out)
+    except (TrainingError, Busy, models.ModelLoadError) as error:
         _fail(request, error)
     except (TypeError, ValueError) as error:
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
     head = {"reward_model_accuracy": accuracy, "reward_model_train_accuracy": rm.train_accuracy}
-    yield from follow(run, feedback.summary, head)
+    yield from follow(run, dpo.summary, head)
 
 
-def build() -> None:
+def build(settings: Settings) -> None:
     with gr.Tab(T("feedback.tab"), id="feedback"):
         gr.Markdown(T("feedback.intro"))
         pending = gr.State(None)  # (prompt, answer A, answer B) waiting for a choice
@@ -348,7 +352,7 @@ def build() -> None:
         gr.Markdown(T("feedback.step1_help"))
         with gr.Row():
             prompt = gr.Textbox(label=T("feedback.prompt"), placeholder=T("feedback.prompt_placeholder"), scale=4,
-                                max_length=feedback.MAX_CHARS, elem_id="feedback-prompt")
+                                max_length=lora.MAX_CHARS, elem_id="feedback-prompt")
             ask = gr.Button(T("feedback.two_answers"), variant="primary", scale=1, elem_id="feedback-ask")
         with gr.Row(equal_height=True):
             with gr.Column():
@@ -365,7 +369,7 @@ def build() -> None:
             both_bad = gr.Button(T("feedback.both_bad"), size="sm", elem_id="feedback-both-bad")
             skip = gr.Button(T("feedback.skip"), size="sm", elem_id="feedback-skip")
         with gr.Row():
-            key = gr.Dropdown([(T(f"feedback.preset_{k}"), k) for k in feedback.PRESETS]
+            key = gr.Dropdown([(T(f"feedback.preset_{k}"), k) for k in preferences.PRESETS]
                               + [(T("feedback.preset_custom"), CUSTOM)], value="concise", label=T("feedback.preset"),
                               elem_id="feedback-preset", scale=2)
             load = gr.Button(T("feedback.load"), size="sm", scale=1, elem_id="feedback-load")
@@ -388,7 +392,7 @@ def build() -> None:
         with gr.Accordion(T("feedback.best_of_n"), open=True):
             gr.Markdown(T("feedback.best_of_n_help"))
             with gr.Row():
-                bon_prompt = gr.Textbox(label=T("feedback.prompt"), scale=4, max_length=feedback.MAX_CHARS,
+                bon_prompt = gr.Textbox(label=T("feedback.prompt"), scale=4, max_length=lora.MAX_CHARS,
                                         elem_id="feedback-bon-prompt")
                 n = gr.Slider(2, 8, value=4, step=1, label=T("feedback.n"), scale=1, elem_id="feedback-n")
                 bon = gr.Button(T("feedback.sample_n"), scale=1, elem_id="feedback-bon")
@@ -397,19 +401,19 @@ def build() -> None:
         gr.Markdown(T("feedback.step3"))
         gr.Markdown(T("feedback.step3_help"))
         with gr.Row():
-            beta = gr.Slider(*feedback.LIMITS["beta"], value=s.beta, step=0.01, label=T("feedback.beta"),
+            beta = gr.Slider(*preferences.LIMITS["beta"], value=s.beta, step=0.01, label=T("feedback.beta"),
                              info=T("feedback.beta_info"), elem_id="feedback-beta")
             lr = gr.Number(s.learning_rate, label=T("finetune.lr"), info=T("finetune.lr_info"),
-                           minimum=feedback.LIMITS["learning_rate"][0], maximum=feedback.LIMITS["learning_rate"][1],
+                           minimum=preferences.LIMITS["learning_rate"][0], maximum=preferences.LIMITS["learning_rate"][1],
                            elem_id="feedback-lr")
-            steps = gr.Slider(*feedback.LIMITS["max_steps"], value=s.max_steps, step=1, label=T("finetune.steps"),
+            steps = gr.Slider(*preferences.LIMITS["max_steps"], value=s.max_steps, step=1, label=T("finetune.steps"),
                               elem_id="feedback-steps")
-            batch = gr.Slider(*feedback.LIMITS["batch_size"], value=s.batch_size, step=1, label=T("feedback.batch"),
+            batch = gr.Slider(*preferences.LIMITS["batch_size"], value=s.batch_size, step=1, label=T("feedback.batch"),
                               elem_id="feedback-batch")
         with gr.Row():
             layers = gr.Slider(0, 30, value=s.lora_layers, step=1, label=T("finetune.layers"),
                                info=T("finetune.layers_info"), elem_id="feedback-layers")
-            budget = gr.Slider(*feedback.LIMITS["max_seconds"], value=s.max_seconds, step=5,
+            budget = gr.Slider(*preferences.LIMITS["max_seconds"], value=s.max_seconds, step=5,
                                label=T("finetune.budget"), elem_id="feedback-budget")
         with gr.Row():
             start_btn = gr.Button(T("feedback.start"), variant="primary", scale=2, elem_id="feedback-start")
@@ -426,8 +430,9 @@ def build() -> None:
         gr.Markdown(T("feedback.chat_hint"))
 
         heavy = dict(api_visibility="private", **limits.heavy("model"))  # the server's "model" group (chat.budget)
-        ask.click(two_answers, [prompt, rm], [pending, answer_a, answer_b, score_a, score_b], **heavy)
-        prompt.submit(two_answers, [prompt, rm], [pending, answer_a, answer_b, score_a, score_b], **heavy)
+        answers = bind(two_answers, settings=settings)
+        ask.click(answers, [prompt, rm], [pending, answer_a, answer_b, score_a, score_b], **heavy)
+        prompt.submit(answers, [prompt, rm], [pending, answer_a, answer_b, score_a, score_b], **heavy)
         picked = [pending, answer_a, answer_b, score_a, score_b, table, key]
         for button, which in ((pick_a, "a"), (pick_b, "b"), (both_bad, "both_bad"), (skip, "skip")):
             button.click(_picker(which), [pending, table], picked, api_visibility="private")
@@ -436,17 +441,18 @@ def build() -> None:
         key.change(load_preset, key, preset_outputs, api_visibility="private")
         upload.upload(import_jsonl, upload, [table, key], api_visibility="private")
         export.click(export_jsonl, table, export, api_visibility="private")
-        train_rm.click(train_reward, [table, key], [rm, rm_status], **heavy)
-        bon.click(best_of_n, [bon_prompt, n, rm], bon_out, **heavy)
+        train_rm.click(bind(train_reward, settings=settings), [table, key], [rm, rm_status], **heavy)
+        bon.click(bind(best_of_n, settings=settings), [bon_prompt, n, rm], bon_out, **heavy)
         outputs = [run, progress, rewards_plot, health_plot, comparison]
-        start_btn.click(start, [table, key, beta, lr, steps, batch, layers, budget, rm, run], outputs,
-                        show_progress="hidden",
-                        concurrency_limit=2, concurrency_id="chatlab-tuning", api_visibility="private")
+        start_btn.click(bind(start, settings=settings), [table, key, beta, lr, steps, batch, layers, budget, rm, run],
+                        outputs, show_progress="hidden", concurrency_limit=2, concurrency_id="chatlab-tuning",
+                        api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")
         reset_btn.click(reset, run, outputs, api_visibility="private")
-        # two queue slots: a second caller reaches the one training slot (tuning.training_slot, which is also the
-        # server's "training" slot of chat.budget) and is refused with a clear message, not queued for minutes
-        gr.api(feedback_api, api_name="feedback", concurrency_limit=2, concurrency_id="chatlab-tuning-api")
+        # two queue slots: a second caller reaches the one training slot (chat.training.run.claim, which is also
+        # the server's "training" slot of chat.budget) and is refused with a clear message, not queued for minutes
+        gr.api(bind(feedback_api, settings=settings), api_name="feedback", concurrency_limit=2,
+               concurrency_id="chatlab-tuning-api")
 
 
 def _picker(which: str):

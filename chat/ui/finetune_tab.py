@@ -9,20 +9,29 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from chat import downloads, finetune, models, tuning
-from chat.finetune import Demonstration, SFTSettings
-from chat.tuning import TuningError
+from chat import downloads
+from chat.finetune import data as sft_data, train as sft
+from chat.finetune.data import Demonstration, SFTSettings
+from chat.llm import models
+from chat.llm.backends import TUNED
+from chat.settings import Settings
+from chat.training import lora
+from chat.training.run import Busy, TrainingError
 from chat.ui import limits
+from chat.ui.handlers import bind
 from chat.ui.i18n import STRINGS, T, both, localized, tr
 
-DEFAULT = finetune.preset("identity")
+DEFAULT = sft_data.preset("identity")
 CUSTOM = "custom"
 UPDATE_S = 0.5  # seconds between screen updates while training
 RUN_TTL_S = 7200  # a session's run (its tuned adapter) is released 2 hours after its last update
 
 
-def error_text(request: gr.Request | None, error: TuningError) -> str:
-    """A TuningError in the page's language (its English text when no translation fits)."""
+def error_text(request: gr.Request | None, error: TrainingError | Busy) -> str:
+    """A TrainingError (or a refused run) in the page's language (its English text when no translation fits)."""
+    if isinstance(error, Busy):
+        return tr(request, "tuning.error_busy", kind=error.holder.kind if error.holder else "?",
+                  seconds=error.seconds)
     key = f"tuning.error_{error.code}"
     try:
         return tr(request, key, **error.details) if key in STRINGS else str(error)
@@ -55,7 +64,7 @@ def frame_pairs(frame) -> list[Demonstration]:
     return pairs
 
 
-def questions_text(p: finetune.Preset) -> str:
+def questions_text(p: sft_data.Preset) -> str:
     return "\n".join([*p.held_out, *(q for q, _ in p.controls)])
 
 
@@ -64,8 +73,8 @@ def load_preset(key: str, name: str, request: gr.Request):
     if key == CUSTOM:
         return (gr.skip(),) * 9
     try:
-        p = finetune.preset(key, name)
-    except TuningError as error:
+        p = sft_data.preset(key, name)
+    except TrainingError as error:
         raise gr.Error(error_text(request, error)) from None
     s = p.settings
     return (pairs_frame(p.pairs), s.learning_rate, s.max_steps, s.batch_size, s.lora_r, s.lora_layers,
@@ -73,7 +82,7 @@ def load_preset(key: str, name: str, request: gr.Request):
 
 
 def _about(key: str, request: gr.Request | None) -> str:
-    return tr(request, f"finetune.about_{key}") if key in finetune.PRESETS else ""
+    return tr(request, f"finetune.about_{key}") if key in sft_data.PRESETS else ""
 
 
 def import_jsonl(file, request: gr.Request):
@@ -83,13 +92,13 @@ def import_jsonl(file, request: gr.Request):
     path = Path(file if isinstance(file, str) else getattr(file, "name", file))
     try:
         if path.stat().st_size > 2_000_000:
-            raise TuningError("jsonl", "The file is over 2 MB.", line=0, reason="over 2 MB")
-        pairs, system = finetune.from_jsonl(path.read_text(encoding="utf-8"))
-        finetune.validate_pairs(pairs) if len(pairs) > finetune.MAX_PAIRS else None
+            raise TrainingError("jsonl", "The file is over 2 MB.", line=0, reason="over 2 MB")
+        pairs, system = sft_data.from_jsonl(path.read_text(encoding="utf-8"))
+        sft_data.validate_pairs(pairs) if len(pairs) > sft_data.MAX_PAIRS else None
     except UnicodeDecodeError:
-        raise gr.Error(error_text(request, TuningError("jsonl", "not UTF-8 text", line=0,
+        raise gr.Error(error_text(request, TrainingError("jsonl", "not UTF-8 text", line=0,
                                                        reason="not UTF-8 text"))) from None
-    except TuningError as error:
+    except TrainingError as error:
         raise gr.Error(error_text(request, error)) from None
     gr.Info(tr(request, "finetune.imported", n=len(pairs)))
     return pairs_frame(pairs), system, CUSTOM
@@ -98,7 +107,7 @@ def import_jsonl(file, request: gr.Request):
 def export_jsonl(frame, system: str, request: gr.Request):
     pairs = [p for p in frame_pairs(frame) if p.prompt.strip() or p.response.strip()]
     path = downloads.folder("finetune", _session(request)) / "demonstrations.jsonl"
-    path.write_text(finetune.to_jsonl(pairs, system or ""), encoding="utf-8")
+    path.write_text(sft_data.to_jsonl(pairs, system or ""), encoding="utf-8")
     return str(path)
 
 
@@ -109,10 +118,10 @@ def _questions(text: str, key: str, name: str) -> tuple[list[tuple[str, str, lis
     """Each line a question; the preset's own held-out and control questions get its checks."""
     lines = [line.strip() for line in str(text or "").splitlines() if line.strip()][:12]
     p = None
-    if key in finetune.PRESETS:
+    if key in sft_data.PRESETS:
         try:
-            p = finetune.preset(key, name)
-        except TuningError:
+            p = sft_data.preset(key, name)
+        except TrainingError:
             p = None
     controls = dict(p.controls) if p else {}
     held_out = set(p.held_out) if p else set()
@@ -125,24 +134,22 @@ def _questions(text: str, key: str, name: str) -> tuple[list[tuple[str, str, lis
     return found, (p.expect if p else None)
 
 
-def _status(run: finetune.SFTRun | None, request: gr.Request | None) -> str:
+def _status(run: sft.SFTRun | None, request: gr.Request | None) -> str:
     if run is None:
         return "idle", tr(request, "finetune.status_idle")
     status = run.status
-    if not run.running and run.thread is not None and run.thread.is_alive():
-        status = "comparing"
     if status == "error":
         return status, tr(request, "finetune.status_error", error=run.error)
     return status, tr(request, f"finetune.status_{status}", step=run.step, steps=run.max_steps,
-                      diverged=run.diverged_at, restored=run.restored_step)
+                      diverged=run.diverged_at, restored=run.good_step)
 
 
-def progress_html(run: finetune.SFTRun | None, request: gr.Request | None) -> str:
+def progress_html(run: sft.SFTRun | None, request: gr.Request | None) -> str:
     status, line = _status(run, request)
     step = run.step if run else 0
     stats = ""
     if run is not None and run.logs:
-        stats = tr(request, "finetune.stats", step=run.step, steps=run.max_steps, seconds=run.elapsed,
+        stats = tr(request, "finetune.stats", step=run.step, steps=run.max_steps, seconds=run.seconds,
                    speed=run.steps_per_second, loss=run.last("loss"))
     fraction = min(1.0, step / run.max_steps) if run else 0.0
     color = "#dc2626" if status in ("diverged", "error") else "#2563eb"
@@ -152,13 +159,13 @@ def progress_html(run: finetune.SFTRun | None, request: gr.Request | None) -> st
             f'<b>{html.escape(line)}</b></p><p id="finetune-stats" style="margin:2px 0">{html.escape(stats)}</p>')
 
 
-def loss_frame(run: finetune.SFTRun | None) -> pd.DataFrame | None:
+def loss_frame(run: sft.SFTRun | None) -> pd.DataFrame | None:
     if run is None or not run.logs:
         return None
     return pd.DataFrame({"step": [e["step"] for e in run.logs], "loss": [e["loss"] for e in run.logs]})
 
 
-def mask_view(run: finetune.SFTRun | None, request: gr.Request | None):
+def mask_view(run: sft.SFTRun | None, request: gr.Request | None):
     if run is None or not run.loss_tokens:
         return []
     counted, context = tr(request, "finetune.mask_counted"), tr(request, "finetune.mask_context")
@@ -174,7 +181,7 @@ def _mark(ok) -> str:
     return "" if ok is None else (" ✅" if ok else " ❌")
 
 
-def comparison_html(run: finetune.SFTRun | None, request: gr.Request | None) -> str:
+def comparison_html(run: sft.SFTRun | None, request: gr.Request | None) -> str:
     if run is None or not run.comparisons:
         return f'<p id="finetune-compare-empty">{html.escape(tr(request, "finetune.no_comparison"))}</p>'
     head = "".join(f"<th>{html.escape(tr(request, k))}</th>" for k in
@@ -187,21 +194,21 @@ def comparison_html(run: finetune.SFTRun | None, request: gr.Request | None) -> 
             f'<td><b>{html.escape(row["question"])}</b><br><small style="opacity:.7">{kind}</small></td>'
             f'<td>{html.escape(row["before"])}{_mark(row.get("before_ok"))}</td>'
             f'<td>{html.escape(row["after"])}{_mark(row.get("after_ok"))}</td></tr>')
-    title = html.escape(tr(request, "finetune.compare_title", tokens=finetune.ANSWER_TOKENS))
+    title = html.escape(tr(request, "finetune.compare_title", tokens=sft.ANSWER_TOKENS))
     return (f'<div id="finetune-compare"><p><b>{title}</b></p><table style="width:100%;font-size:0.92em">'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def _download(run: finetune.SFTRun | None, request: gr.Request | None):
+def _download(run: sft.SFTRun | None, request: gr.Request | None):
     if run is None or run.running or not run.trained:
         return gr.update(value=None, interactive=False)
     path = downloads.folder("finetune", _session(request)) / "adapter.zip"
-    notes = {"chatlab.json": json.dumps(finetune.summary(run), ensure_ascii=False, indent=2)}
-    tuning.zip_adapter(run.model, path, notes)
+    notes = {"chatlab.json": json.dumps(sft.summary(run), ensure_ascii=False, indent=2)}
+    lora.zip_adapter(run.model, path, notes)
     return gr.update(value=str(path), interactive=True)
 
 
-def render(run: finetune.SFTRun | None, request: gr.Request | None, final: bool = False):
+def render(run: sft.SFTRun | None, request: gr.Request | None, final: bool = False):
     """Every output of a training update: state, progress, loss plot, loss tokens, comparison, download."""
     plot = gr.update(value=loss_frame(run), x_title=tr(request, "finetune.x_step"),
                      y_title=tr(request, "finetune.y_loss"))
@@ -210,19 +217,19 @@ def render(run: finetune.SFTRun | None, request: gr.Request | None, final: bool 
 
 
 def start(frame, system, key, name, lr, steps, batch, rank, layers, budget, questions, previous,
-          request: gr.Request):
+          request: gr.Request, settings: Settings = Settings()):
     """Train on the table's pairs with the settings; live updates until the comparison is in."""
-    if previous is not None and previous.running:
+    if previous is not None and not previous.finished:
         previous.stop.set()
         previous.wait(30)
     try:
-        settings = SFTSettings(learning_rate=float(lr), max_steps=int(steps), batch_size=int(batch),
-                               lora_r=int(rank), lora_layers=int(layers), max_seconds=float(budget))
+        chosen = SFTSettings(learning_rate=float(lr), max_steps=int(steps), batch_size=int(batch),
+                             lora_r=int(rank), lora_layers=int(layers), max_seconds=float(budget))
         found, expect = _questions(questions, key, name)
-        run = finetune.start_run(frame_pairs(frame), str(system or ""), settings, session=_session(request),
-                                 preset_key=key if key != CUSTOM else "", name=name if key == "identity" else "",
-                                 questions=found, expect=expect)
-    except TuningError as error:
+        run = sft.start_run(frame_pairs(frame), str(system or ""), chosen, base=models.get_model(settings.model),
+                            session=_session(request), preset_key=key if key != CUSTOM else "",
+                            name=name if key == "identity" else "", questions=found, expect=expect)
+    except (TrainingError, Busy) as error:
         raise gr.Error(error_text(request, error)) from None
     except (TypeError, ValueError) as error:  # an emptied number box
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
@@ -258,22 +265,23 @@ def reset(run, request: gr.Request):
     """Forget this session's fine-tuned model (the Chat tab goes back to the original)."""
     if run is not None:
         run.stop.set()
-    tuning.TUNED.drop(_session(request), "sft")
+    TUNED.drop(_session(request), "sft")
     return render(None, request, final=True)
 
 
-def compare_again(run, questions, key, name, request: gr.Request):
+def compare_again(run, questions, key, name, request: gr.Request, settings: Settings = Settings()):
     if run is None or not run.trained:
         raise gr.Error(tr(request, "finetune.error_nothing"))
     if run.thread is not None and run.thread.is_alive():
         raise gr.Error(tr(request, "finetune.error_compare_busy"))
     found, expect = _questions(questions, key, name)
-    run.comparisons = finetune.compare(models.get_model(), run.model, found, run.system, expect)
+    run.comparisons = sft.compare(models.get_model(settings.model), run.model, found, run.system, expect)
     return comparison_html(run, request)
 
 
 def finetune_api(preset: str = "identity", name: str = "Nova", jsonl: str = "", steps: int = 0,
-                 max_seconds: float = 90, request: gr.Request = None) -> Iterator[dict]:
+                 max_seconds: float = 90, request: gr.Request = None, settings: Settings = Settings()
+                 ) -> Iterator[dict]:
     """Fine-tune the chat model (SFT with LoRA) for this API session and compare its answers before and after.
 
     One run trains at a time on this machine; a second is refused, not queued. When training ends, `chat` with
@@ -292,23 +300,24 @@ def finetune_api(preset: str = "identity", name: str = "Nova", jsonl: str = "", 
         held-out and control question the answers before and after.
     """
     try:
-        chosen = finetune.preset(preset if preset in finetune.PRESETS else "identity", name)
-        pairs, system = finetune.from_jsonl(jsonl) if str(jsonl or "").strip() else (chosen.pairs, "")
-        if preset not in finetune.PRESETS and not str(jsonl or "").strip():
-            raise TuningError("preset", f"Unknown preset {preset!r}: use one of {', '.join(finetune.PRESETS)}",
-                              preset=preset)
-        settings = finetune.SFTSettings(**{**chosen.settings.__dict__, "max_seconds": float(max_seconds),
-                                           **({"max_steps": int(steps)} if steps else {})})
+        chosen = sft_data.preset(preset if preset in sft_data.PRESETS else "identity", name)
+        pairs, system = sft_data.from_jsonl(jsonl) if str(jsonl or "").strip() else (chosen.pairs, "")
+        if preset not in sft_data.PRESETS and not str(jsonl or "").strip():
+            raise TrainingError("preset", f"Unknown preset {preset!r}: use one of {', '.join(sft_data.PRESETS)}",
+                                preset=preset)
+        run_settings = SFTSettings(**{**chosen.settings.__dict__, "max_seconds": float(max_seconds),
+                                      **({"max_steps": int(steps)} if steps else {})})
         custom = bool(str(jsonl or "").strip())
-        run = finetune.start_run(pairs, system, settings, session=_session(request),
-                                 preset_key="" if custom else chosen.key, name="" if custom else chosen.name,
-                                 questions=[] if custom else finetune.preset_questions(chosen),
-                                 expect=None if custom else chosen.expect)
-    except TuningError as error:
+        run = sft.start_run(pairs, system, run_settings, base=models.get_model(settings.model),
+                            session=_session(request), preset_key="" if custom else chosen.key,
+                            name="" if custom else chosen.name,
+                            questions=[] if custom else sft_data.preset_questions(chosen),
+                            expect=None if custom else chosen.expect)
+    except (TrainingError, Busy) as error:
         raise gr.Error(error_text(request, error)) from None
     except (TypeError, ValueError) as error:
         raise gr.Error(tr(request, "tuning.error_not_number", error=error)) from None
-    yield from follow(run, finetune.summary)
+    yield from follow(run, sft.summary)
 
 
 def follow(run, summary, head: dict | None = None) -> Iterator[dict]:
@@ -333,7 +342,7 @@ def release(run) -> None:
         run.abandon()
 
 
-def build() -> None:
+def build(settings: Settings) -> None:
     with gr.Tab(T("finetune.tab"), id="finetune"):
         gr.Markdown(T("finetune.intro"))
         run = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=release)
@@ -341,11 +350,11 @@ def build() -> None:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=360):
                 with gr.Row():
-                    key = gr.Dropdown([(T(f"finetune.preset_{k}"), k) for k in finetune.PRESETS]
+                    key = gr.Dropdown([(T(f"finetune.preset_{k}"), k) for k in sft_data.PRESETS]
                                       + [(T("finetune.preset_custom"), CUSTOM)],
                                       value="identity", label=T("finetune.preset"), info=T("finetune.preset_info"),
                                       elem_id="finetune-preset", scale=2)
-                    name = gr.Textbox(DEFAULT.name, label=T("finetune.name"), max_length=finetune.MAX_NAME,
+                    name = gr.Textbox(DEFAULT.name, label=T("finetune.name"), max_length=sft_data.MAX_NAME,
                                       elem_id="finetune-name", scale=1)
                 about = gr.Markdown(T("finetune.about_identity"), elem_id="finetune-about")
                 load = gr.Button(T("finetune.load"), size="sm", elem_id="finetune-load")
@@ -359,23 +368,23 @@ def build() -> None:
                     export = gr.DownloadButton(T("finetune.export"), size="sm", elem_id="finetune-export")
                 gr.Markdown(T("finetune.jsonl_info"))
                 system = gr.Textbox("", label=T("finetune.system"), placeholder=T("finetune.system_placeholder"),
-                                    lines=1, max_length=finetune.MAX_CHARS, elem_id="finetune-system")
+                                    lines=1, max_length=lora.MAX_CHARS, elem_id="finetune-system")
                 with gr.Accordion(T("finetune.settings"), open=False):
                     with gr.Row():
                         lr = gr.Number(s.learning_rate, label=T("finetune.lr"), info=T("finetune.lr_info"),
-                                       minimum=finetune.LIMITS["learning_rate"][0],
-                                       maximum=finetune.LIMITS["learning_rate"][1], elem_id="finetune-lr")
-                        steps = gr.Slider(*finetune.LIMITS["max_steps"], value=s.max_steps, step=1,
+                                       minimum=sft_data.LIMITS["learning_rate"][0],
+                                       maximum=sft_data.LIMITS["learning_rate"][1], elem_id="finetune-lr")
+                        steps = gr.Slider(*sft_data.LIMITS["max_steps"], value=s.max_steps, step=1,
                                           label=T("finetune.steps"), elem_id="finetune-steps")
                     with gr.Row():
-                        batch = gr.Slider(*finetune.LIMITS["batch_size"], value=s.batch_size, step=1,
+                        batch = gr.Slider(*sft_data.LIMITS["batch_size"], value=s.batch_size, step=1,
                                           label=T("finetune.batch"), elem_id="finetune-batch")
-                        rank = gr.Slider(1, 64, value=s.lora_r, step=1, label=T("finetune.rank"),
+                        rank = gr.Slider(*lora.LIMITS["lora_r"], value=s.lora_r, step=1, label=T("finetune.rank"),
                                          info=T("finetune.rank_info"), elem_id="finetune-rank")
                     with gr.Row():
                         layers = gr.Slider(0, 30, value=s.lora_layers, step=1, label=T("finetune.layers"),
                                            info=T("finetune.layers_info"), elem_id="finetune-layers")
-                        budget = gr.Slider(*finetune.LIMITS["max_seconds"], value=s.max_seconds, step=5,
+                        budget = gr.Slider(*sft_data.LIMITS["max_seconds"], value=s.max_seconds, step=5,
                                            label=T("finetune.budget"), elem_id="finetune-budget")
             with gr.Column(scale=6, min_width=400):
                 with gr.Row():
@@ -400,14 +409,16 @@ def build() -> None:
         upload.upload(import_jsonl, upload, [table, system, key], api_visibility="private")
         export.click(export_jsonl, [table, system], export, api_visibility="private")
         outputs = [run, progress, plot, mask, comparison, download]
-        settings = [lr, steps, batch, rank, layers, budget]
-        start_btn.click(start, [table, system, key, name, *settings, questions, run], outputs, show_progress="hidden",
-                        concurrency_limit=2, concurrency_id="chatlab-tuning", api_visibility="private")
+        knobs = [lr, steps, batch, rank, layers, budget]
+        start_btn.click(bind(start, settings=settings), [table, system, key, name, *knobs, questions, run], outputs,
+                        show_progress="hidden", concurrency_limit=2, concurrency_id="chatlab-tuning",
+                        api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")
         reset_btn.click(reset, run, outputs, api_visibility="private")
-        # two queue slots: a second caller reaches the one training slot (tuning.training_slot, which is also the
-        # server's "training" slot of chat.budget) and is refused with a clear message, not queued for minutes
-        gr.api(finetune_api, api_name="finetune", concurrency_limit=2, concurrency_id="chatlab-tuning-api")
-        compare_btn.click(compare_again, [run, questions, key, name], comparison, api_visibility="private",
+        # two queue slots: a second caller reaches the one training slot (chat.training.run.claim, which is also
+        # the server's "training" slot of chat.budget) and is refused with a clear message, not queued for minutes
+        gr.api(bind(finetune_api, settings=settings), api_name="finetune", concurrency_limit=2,
+               concurrency_id="chatlab-tuning-api")
+        compare_btn.click(bind(compare_again, settings=settings), [run, questions, key, name], comparison, api_visibility="private",
                           **limits.heavy("model"))
 

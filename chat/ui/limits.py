@@ -6,7 +6,10 @@ import gradio as gr
 from gradio.context import get_blocks_context
 
 from chat import budget
+from chat.llm.params import LIMITS
 from chat.ui.i18n import tr
+
+STEPS = {"temperature": 0.05, "top_p": 0.01, "top_k": 1, "max_new_tokens": 1, "repetition_penalty": 0.01}
 
 
 def heavy(kind: str) -> dict:
@@ -35,3 +38,9 @@ def join(kind: str, events: list) -> None:
     for fn in events:
         fn.concurrency_id = kind
         fn.concurrency_limit = budget.limit(kind)
+
+
+def setting(name: str, value, **options) -> gr.Slider:
+    """A slider for a generation setting, its range the one the service checks (chat.llm.params.LIMITS)."""
+    low, high = LIMITS[name]
+    return gr.Slider(low, high, value, step=STEPS[name], **options)

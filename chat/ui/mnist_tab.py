@@ -7,8 +7,12 @@ import math
 import gradio as gr
 import numpy as np
 
-from chat import budget, downloads, mnist
+from chat import budget, downloads
+from chat.mnist import data as mnist_data, sketch, train as mnist
+from chat.settings import Settings
+from chat.training.run import TrainingError
 from chat.ui import limits
+from chat.ui.handlers import bind
 from chat.ui.i18n import STRINGS, T, tr
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "time_limit_s")  # the controls a preset fills in
@@ -25,13 +29,13 @@ def _progress_html(run: mnist.TrainingRun | None, request: gr.Request | None) ->
     """The progress bar and one status line under it."""
     if run is None:
         return f"<p>{html.escape(tr(request, 'mnist.status_idle'))}</p>"
-    fraction = 1.0 if run.status in ("finished", "loaded") else run.progress
+    fraction = 1.0 if run.status in ("done", "loaded") else run.progress
     accuracy = 100 * run.test_accuracy if run.test_accuracy is not None else float("nan")
     numbers = dict(epoch=run.epoch, epochs=run.config.epochs, step=run.step, speed=run.images_per_second,
-                   seconds=run.train_seconds, accuracy=accuracy, loss=run.losses[-1][1] if run.losses else math.nan,
+                   seconds=run.seconds, accuracy=accuracy, loss=run.losses[-1][1] if run.losses else math.nan,
                    data=run.data.source, lr=run.config.lr, limit=run.config.time_limit_s)
     if run.status == "diverged":
-        numbers["epoch"], numbers["step"] = run.diverged_at
+        numbers["epoch"], numbers["step"] = run.diverged_epoch, run.diverged_at
         numbers["loss"] = run.diverged_loss
     line = tr(request, f"mnist.status_{run.status}", **numbers)
     if run.status == "running" and run.test_accuracy is not None:
@@ -108,19 +112,20 @@ def training_view(run, request, digits: bool = False, weights: bool = False):
 
 
 def start_training(preset: str, epochs, batch_size, lr, optimizer: str, time_limit_s, seed,
-                   previous: mnist.TrainingRun | None, request: gr.Request):
+                   previous: mnist.TrainingRun | None, request: gr.Request, settings: Settings = Settings()):
     """Start a fresh run for this session and stream its progress (at most every 0.5 s, and at epoch ends)."""
     if previous is not None:
         previous.stop.set()
     try:
         config = mnist.preset(preset or "seed", epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                               time_limit_s=time_limit_s, seed=seed)
-    except mnist.ConfigError as error:
-        label = tr(request, f"mnist.{error.name}") if f"mnist.{error.name}" in STRINGS else error.name
-        raise gr.Error(tr(request, "mnist.bad_setting", name=label, value=error.value, low=error.low,
-                          high=error.high)) from None
+    except TrainingError as error:
+        name = error.details.get("name", "")
+        label = tr(request, f"mnist.{name}") if f"mnist.{name}" in STRINGS else name
+        raise gr.Error(tr(request, "mnist.bad_setting", name=label, value=error.details.get("value"),
+                          low=error.details.get("low"), high=error.details.get("high"))) from None
     try:
-        data = mnist.load_data()
+        data = mnist_data.load_data(settings.mnist_dir)
     except (ValueError, FileNotFoundError) as error:
         raise gr.Error(tr(request, "mnist.data_error", error=error)) from None
     run = mnist.new_run(config, data)
@@ -135,7 +140,7 @@ def start_training(preset: str, epochs, batch_size, lr, optimizer: str, time_lim
         except budget.BusyError as error:  # every training slot is taken (the queue lets this happen only outside it)
             raise limits.busy(request, error) from None
         if run.status == "diverged":
-            gr.Warning(tr(request, "mnist.status_diverged", epoch=run.diverged_at[0], step=run.diverged_at[1],
+            gr.Warning(tr(request, "mnist.status_diverged", epoch=run.diverged_epoch, step=run.diverged_at,
                           loss=run.diverged_loss, lr=run.config.lr))
         yield training_view(run, request, weights=True)
     finally:
@@ -150,14 +155,14 @@ def stop_training(run: mnist.TrainingRun | None) -> None:
         run.stop.set()
 
 
-def load_weights(file, run: mnist.TrainingRun | None, request: gr.Request):
+def load_weights(file, run: mnist.TrainingRun | None, request: gr.Request, settings: Settings = Settings()):
     """Uploaded checkpoint -> this session's model (the running run, if any, is stopped)."""
     if not file:
         return (gr.skip(),) * 8
     if run is not None:
         run.stop.set()
     try:
-        loaded = mnist.run_from_checkpoint(file, mnist.load_data())
+        loaded = mnist.run_from_checkpoint(file, mnist_data.load_data(settings.mnist_dir))
     except mnist.CheckpointError as error:
         raise gr.Error(tr(request, "mnist.bad_checkpoint", error=error)) from None
     return training_view(loaded, request, digits=True, weights=True)
@@ -166,17 +171,17 @@ def load_weights(file, run: mnist.TrainingRun | None, request: gr.Request):
 def classify_sketch(sketch, run: mnist.TrainingRun | None, request: gr.Request):
     """The top 3 digits for the drawing, from this session's model; a message instead when there is none."""
     try:
-        digit = mnist.sketch_to_mnist(sketch) if sketch is not None else None
-    except mnist.BlankSketchError:
+        digit = sketch.sketch_to_mnist(sketch) if sketch is not None else None
+    except sketch.BlankSketchError:
         digit = None
-    except mnist.ImageError as error:
+    except sketch.ImageError as error:
         raise gr.Error(tr(request, "mnist.bad_image", error=error)) from None
     if digit is None:
         return None, None, tr(request, "mnist.blank")
     seen = mnist.digit_image(digit[0], size=112)
     if run is None or run.snapshot is None:
         return None, seen, tr(request, "mnist.no_model")
-    return mnist.digit_probabilities(run.snapshot, digit), seen, ""
+    return sketch.digit_probabilities(run.snapshot, digit), seen, ""
 
 
 def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
@@ -193,13 +198,13 @@ def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
         return mnist.classify_with_latest(image)
     except mnist.NoModelError:
         raise gr.Error(tr(request, "mnist.api_no_model")) from None
-    except mnist.BlankSketchError:
+    except sketch.BlankSketchError:
         raise gr.Error(tr(request, "mnist.blank")) from None
-    except mnist.ImageError as error:
+    except sketch.ImageError as error:
         raise gr.Error(tr(request, "mnist.bad_image", error=error)) from None
 
 
-def build() -> None:
+def build(settings: Settings) -> None:
     seed_preset = mnist.PRESETS["seed"]
     with gr.Tab(T("mnist.tab"), id="mnist"):
         gr.Markdown(T("mnist.intro"))
@@ -261,13 +266,13 @@ def build() -> None:
         api_label = gr.Label(visible=False)
         api_button = gr.Button(visible=False)
 
-        settings = [epochs, batch_size, lr, optimizer, time_limit]
+        knobs = [epochs, batch_size, lr, optimizer, time_limit]
         outputs = [run, progress, loss_plot, accuracy_plot, grid, wrong, confusion, download]
-        preset.change(apply_preset, preset, settings, api_visibility="private")
-        start.click(start_training, [preset, *settings, seed, run], outputs, show_progress="hidden",
+        preset.change(apply_preset, preset, knobs, api_visibility="private")
+        start.click(bind(start_training, settings=settings), [preset, *knobs, seed, run], outputs, show_progress="hidden",
                     api_name="mnist_start_training", api_visibility="private", **limits.heavy("training"))
         stop.click(stop_training, run, None, queue=False, api_visibility="private")
-        upload.upload(load_weights, [upload, run], outputs, api_visibility="private")
+        upload.upload(bind(load_weights, settings=settings), [upload, run], outputs, api_visibility="private")
         sketch.change(classify_sketch, [sketch, run], [guesses, seen, note], trigger_mode="always_last",
                       show_progress="hidden", api_visibility="private")
         api_button.click(classify_digit, api_image, api_label, api_name="classify_digit")

@@ -6,9 +6,12 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from chat import budget, generation, models, remote
-from chat.tokens import describe_bytes
+from chat import budget
+from chat.llm import backends, models, remote
+from chat.llm.next_token import Candidate, shaping
+from chat.settings import Settings
 from chat.ui import limits
+from chat.ui.handlers import bind
 from chat.ui.i18n import T, tr
 
 TOP = 12  # candidates shown
@@ -18,8 +21,8 @@ EXAMPLES = [["The capital of France is"], ["Once upon a time, there was a"], ["�
 VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "→"})
 
 
-def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               model: str = "local") -> list[dict]:
+def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, model: str = "local",
+               settings: Settings = Settings()) -> list[dict]:
     """The chat model's 12 most likely next tokens for `text` (raw text, continued as is): id, label, raw and shaped
     probabilities, most likely first. The parameters are checked before the model runs.
 
@@ -31,18 +34,20 @@ def next_token(text: str, temperature: float = 1.0, top_k: int = 0, top_p: float
         model: "local" (ChatLab's own model) or "server" (the OpenAI-compatible server ChatLab was started with:
             its /v1/completions logprobs; id is then the rank, and shaped is over its 12 tokens).
     """
+    if model not in ("local", "server"):
+        raise gr.Error(f'model must be "local" or "server", got {model!r}')
+    session = None
     try:
-        if model == "server":
-            found = remote.next_token_candidates(text, _server(None), temperature, top_k, top_p, TOP)
-        elif model == "local":
-            found = generation.next_token_candidates(text, temperature, top_k, top_p, TOP)
-        else:
-            raise ValueError(f'model must be "local" or "server", got {model!r}')
-        return [asdict(c) for c in found]
+        shaping(temperature, top_k, top_p)  # checked before the model runs
+        session = _backend(model, settings, None).next_token_session(text, chat=False, k=TOP)
+        return [asdict(c) for c in session.candidates(temperature, top_k, top_p, TOP)]
     except (ValueError, models.ModelLoadError, remote.RemoteError) as error:
         raise gr.Error(str(error)) from None
     except budget.BusyError as error:
         raise limits.busy(None, error) from None
+    finally:
+        if session is not None:
+            session.close()
 
 
 def close_session(session) -> None:
@@ -53,42 +58,30 @@ def close_session(session) -> None:
 
 def _knobs(temperature, top_k, top_p, request):
     try:
-        return generation.shape_params(temperature, top_k, top_p)
+        shaped = shaping(temperature, top_k, top_p)
     except ValueError as error:
         raise gr.Error(tr(request, "next.error", error=error)) from None
+    return shaped.temperature, shaped.top_k, shaped.top_p
 
 
-def _label(candidate: generation.Candidate, rank: int) -> str:
+def _label(candidate: Candidate, rank: int) -> str:
     shown = candidate.label if candidate.partial else candidate.label.translate(VISIBLE)
     return f"{rank}. {shown}"
 
 
-# --- remote backend (start) ---
-def _server(request) -> remote.Backend:
-    backend = remote.configured()
-    if backend is None:
-        raise gr.Error(tr(request, "next.no_server"))
-    return backend
+def _backend(model: str, settings: Settings, request) -> backends.ChatBackend:
+    """"local": the chat model; "server": the OpenAI-compatible server ChatLab was started with."""
+    try:
+        return backends.backend_for("original" if model == "local" else "server", settings.model,
+                                    servers=settings.server)
+    except backends.NoSuchModel:
+        raise gr.Error(tr(request, "next.no_server")) from None
 
 
-def _server_status(session: remote.NextTokenSession, labels: list[str], top, request) -> str:
-    return tr(request, "next.server_status", model=remote.short_name(session.backend.model), url=session.backend.url,
-              generated=len(session.generated), top=labels[0].split(". ", 1)[1], p=top.raw_prob, k=len(labels))
-# --- remote backend (end) ---
-
-
-def _text_view(session: generation.NextTokenSession) -> list[tuple[str, str | None]]:
-    spans: list[tuple[str, str | None]] = [(session.prompt_text, None)]
-    if isinstance(session, remote.NextTokenSession):  # the server's tokens come as text
-        return spans + [(piece, "even" if step % 2 == 0 else "odd") for step, piece in enumerate(session.generated)]
-    pieces = generation.group_tokens(session.generated, session.tokenizer.token_bytes)
-    for step, piece in enumerate(pieces):
-        try:
-            text = piece.raw.decode("utf-8")
-        except UnicodeDecodeError:  # the newest token is half a character: show its bytes until it completes
-            text = describe_bytes(piece.raw)
-        spans.append((text, "even" if step % 2 == 0 else "odd"))
-    return spans
+def _text_view(session) -> list[tuple[str, str | None]]:
+    """The prompt, then each chosen token's text, coloured in turns."""
+    return [(session.prompt_text, None)] + [(piece, "even" if step % 2 == 0 else "odd")
+                                            for step, piece in enumerate(session.pieces())]
 
 
 def views(session, temperature: float, top_k: int, top_p: float, request: gr.Request):
@@ -105,25 +98,25 @@ def views(session, temperature: float, top_k: int, top_p: float, request: gr.Req
     for label, c in zip(labels, found):
         extra = f" ({tr(request, 'next.completes', char=c.completes)})" if c.completes else ""
         choices.append((f"{label}{extra} · {c.raw_prob:.1%} → {c.shaped_prob:.1%}", str(c.token_id)))
-    top = found[0]
-    if isinstance(session, remote.NextTokenSession):
-        status = _server_status(session, labels, top, request)
+    top, chosen = found[0], len(session.pieces())
+    if session.limited:  # a server: only its k most likely tokens
+        status = tr(request, "next.server_status", model=remote.short_name(session.backend.model),
+                    url=session.backend.url, generated=chosen, top=labels[0].split(". ", 1)[1], p=top.raw_prob,
+                    k=len(labels))
     else:
-        status = tr(request, "next.status", prompt=session.prompt_len, generated=len(session.generated),
+        status = tr(request, "next.status", prompt=session.prompt_len, generated=chosen,
                     top=labels[0].split(". ", 1)[1], p=top.raw_prob)
     return raw, shaped, gr.update(choices=choices, value=None), _text_view(session), status
 
 
 def start(previous, prompt: str, as_chat: bool, backend: str, temperature: float, top_k: int, top_p: float,
-          request: gr.Request):
+          request: gr.Request, settings: Settings = Settings()):
     """A new game from the prompt (the knobs checked first), on the local model or the server; the previous game's
     KV cache is freed."""
     temperature, top_k, top_p = _knobs(temperature, top_k, top_p, request)
     try:
-        if backend == "server":
-            session = remote.NextTokenSession(prompt or "", _server(request), chat=bool(as_chat), k=TOP)
-        else:
-            session = generation.NextTokenSession(prompt or "", chat=bool(as_chat))
+        chosen = _backend("server" if backend == "server" else "local", settings, request)
+        session = chosen.next_token_session(prompt or "", chat=bool(as_chat), k=TOP)
     except (ValueError, models.ModelLoadError, remote.RemoteError) as error:
         raise gr.Error(tr(request, "next.error", error=error)) from None
     except budget.BusyError as error:
@@ -166,14 +159,16 @@ def pick(session, choice: str | None, temperature: float, top_k: int, top_p: flo
 
 
 def open_tab(session, prompt: str, as_chat: bool, backend: str, temperature: float, top_k: int, top_p: float,
-             request: gr.Request):
+             request: gr.Request, settings: Settings = Settings()):
     """Opening the tab starts the game on the default prompt, unless a game is already going."""
     if session is not None:
         return session, *views(session, temperature, top_k, top_p, request)
-    return start(None, prompt, as_chat, backend, temperature, top_k, top_p, request)
+    return start(None, prompt, as_chat, backend, temperature, top_k, top_p, request, settings)
 
 
-def build() -> None:
+def build(settings: Settings) -> None:
+    begin, opened = bind(start, settings=settings), bind(open_tab, settings=settings)
+
     with gr.Tab(T("next.tab"), id="next_token") as tab:
         gr.Markdown(T("next.intro"))
         session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_session)
@@ -183,15 +178,15 @@ def build() -> None:
                 gr.Examples(EXAMPLES, inputs=[prompt])
                 as_chat = gr.Checkbox(label=T("next.as_chat"))
                 backend = gr.Radio([(T("next.backend_local"), "local"), (T("next.backend_server"), "server")],
-                                   value="local", label=T("next.backend"), visible=remote.configured() is not None,
+                                   value="local", label=T("next.backend"), visible=remote.configured(settings.server) is not None,
                                    elem_id="next-backend")
             with gr.Column(scale=2):
-                temperature = gr.Slider(0.0, 2.0, 1.0, step=0.05, label=T("chat.temperature"),
-                                        info=T("chat.temperature_info"), elem_id="next-temperature")
-                top_k = gr.Slider(0, 100, 0, step=1, label=T("chat.top_k"), info=T("chat.top_k_info"),
-                                  elem_id="next-top-k")
-                top_p = gr.Slider(0.05, 1.0, 1.0, step=0.05, label=T("chat.top_p"), info=T("chat.top_p_info"),
-                                  elem_id="next-top-p")
+                temperature = limits.setting("temperature", 1.0, label=T("chat.temperature"),
+                                             info=T("chat.temperature_info"), elem_id="next-temperature")
+                top_k = limits.setting("top_k", 0, label=T("chat.top_k"), info=T("chat.top_k_info"),
+                                       elem_id="next-top-k")
+                top_p = limits.setting("top_p", 1.0, label=T("chat.top_p"), info=T("chat.top_p_info"),
+                                       elem_id="next-top-p")
         with gr.Row():
             start_btn = gr.Button(T("next.start"), variant="primary", elem_id="next-start")
             greedy_btn = gr.Button(T("next.greedy"), elem_id="next-greedy")
@@ -213,10 +208,10 @@ def build() -> None:
         knobs = [temperature, top_k, top_p]
         shown = [raw_plot, shaped_plot, candidates, text, status]
         common = dict(api_visibility="private", show_progress="minimal", **limits.heavy("model"))
-        tab.select(open_tab, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
-        start_btn.click(start, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
-        prompt.submit(start, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
-        backend.input(start, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        tab.select(opened, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        start_btn.click(begin, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        prompt.submit(begin, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
+        backend.input(begin, [session, prompt, as_chat, backend, *knobs], [session, *shown], **common)
         greedy_btn.click(_step(lambda s, *_: s.greedy()), [session, *knobs], [session, *shown], **common)
         sample_btn.click(_step(lambda s, t, k, p: s.sample(t, k, p)), [session, *knobs], [session, *shown], **common)
         ten_btn.click(_step(_sample_ten), [session, *knobs], [session, *shown], **common)
@@ -225,4 +220,4 @@ def build() -> None:
         for knob in knobs:  # reshape live as a slider moves or a number is typed (no model pass: not "model" work)
             knob.change(views, [session, *knobs], shown, trigger_mode="always_last", api_visibility="private",
                         show_progress="minimal")
-        gr.api(next_token, api_name="next_token", **limits.heavy("model"))
+        gr.api(bind(next_token, settings=settings), api_name="next_token", **limits.heavy("model"))

@@ -6,9 +6,13 @@ import math
 
 import gradio as gr
 
-from chat import downloads, tinygpt
+from chat import downloads
 from chat.budget import BusyError
-from chat.tinygpt import TinyGPTConfig, TinyGPTError
+from chat.llm.prompt import flatten_content
+from chat.settings import Settings
+from chat.tinygpt import data as corpora, model as gpt, sample, train as tinygpt
+from chat.tinygpt.train import TinyGPTConfig
+from chat.training.run import TrainingError
 from chat.ui import limits
 from chat.ui.i18n import STRINGS, T, tr
 
@@ -16,7 +20,7 @@ DEFAULTS = TinyGPTConfig()
 TRAIN_COLOR, VAL_COLOR = "#2563eb", "#f97316"  # blue, orange: named in the plot's label
 
 
-def _error_text(request: gr.Request | None, error: TinyGPTError) -> str:
+def _error_text(request: gr.Request | None, error: TrainingError) -> str:
     details = dict(error.details)
     if "name" in details and f"tinygpt.{details['name']}" in STRINGS:
         details["name"] = tr(request, f"tinygpt.{details['name']}")
@@ -27,8 +31,8 @@ def _error_text(request: gr.Request | None, error: TinyGPTError) -> str:
 def topics_for(lang: str):
     """A language's topics, all ticked."""
     try:
-        topics = tinygpt.list_topics(lang)
-    except (TinyGPTError, FileNotFoundError):
+        topics = corpora.list_topics(lang)
+    except (TrainingError, FileNotFoundError):
         topics = []
     return gr.update(choices=topics, value=topics)
 
@@ -41,7 +45,7 @@ def _progress_html(run: tinygpt.TrainingRun | None, request: gr.Request | None) 
                 lr=run.config.learning_rate)
     val = run.val_losses[-1] if run.val_losses else (0, math.nan, math.nan)
     train = run.train_losses[-1][1] if run.train_losses else math.nan
-    figures = dict(step=run.step, seconds=run.train_seconds, budget=run.config.max_seconds,
+    figures = dict(step=run.step, seconds=run.seconds, budget=run.max_seconds,
                    speed=run.iterations_per_second, train=train, val=val[1], bpc=val[2])
     stats = ""
     if run.val_losses:
@@ -101,7 +105,7 @@ def _download(run: tinygpt.TrainingRun):
     folder = downloads.folder("tinygpt", id(run))
     for older in folder.glob("tinygpt-*.zip"):  # Gradio serves its own copy of the last one
         older.unlink(missing_ok=True)
-    path = tinygpt.export_zip(run, folder / f"tinygpt-step{run.step}.zip")
+    path = gpt.export_zip(run, folder / f"tinygpt-step{run.step}.zip")
     return gr.update(value=str(path), interactive=True)
 
 
@@ -146,7 +150,7 @@ def start_training(lang, topics, tokenizer, bpe_vocab_size, bot_only, n_layer, n
                                batch_size=int(batch_size), learning_rate=float(learning_rate),
                                dropout=float(dropout), max_seconds=float(budget))
         run = tinygpt.new_run(config)
-    except TinyGPTError as error:
+    except TrainingError as error:
         raise gr.Error(_error_text(request, error)) from None
     except (TypeError, ValueError) as error:  # an emptied number box
         raise gr.Error(tr(request, "tinygpt.error_settings", error=error)) from None
@@ -164,9 +168,9 @@ def resume_training(budget, run: tinygpt.TrainingRun | None, request: gr.Request
         gr.Warning(tr(request, "tinygpt.error_already_running"))
         return
     low, high = tinygpt.LIMITS["max_seconds"]
-    run.config.max_seconds = min(max(float(budget or 0), low), high)
+    run.max_seconds = min(max(float(budget or 0), low), high)
     if run.progress >= 1.0:
-        gr.Warning(tr(request, "tinygpt.error_budget_used", seconds=run.train_seconds))
+        gr.Warning(tr(request, "tinygpt.error_budget_used", seconds=run.seconds))
         return
     yield from _stream(run, request)
 
@@ -179,23 +183,12 @@ def stop_training(run: tinygpt.TrainingRun | None) -> None:
         run.stop.set()
 
 
-def _text_of(content) -> str:
-    """A chat message's text: Gradio 6 hands content over as a list of parts ({"type": "text", "text": ...})."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or "")
-    if isinstance(content, (list, tuple)):
-        return "".join(_text_of(part) for part in content)
-    return ""
-
-
 def _exchanges(history) -> list[tuple[str, str]]:
     """(user, bot) pairs of the chat so far."""
     pairs, user = [], None
     for message in history or []:
         role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
-        text = _text_of(message.get("content") if isinstance(message, dict) else getattr(message, "content", ""))
+        text = flatten_content(message.get("content") if isinstance(message, dict) else getattr(message, "content", ""))
         if role == "user":
             user = text
         elif role == "assistant" and user is not None:
@@ -215,17 +208,17 @@ def chat(message: str, history, temperature, run: tinygpt.TrainingRun | None, re
         return history, message
     if not (message or "").strip():
         return history, ""
-    answer = tinygpt.reply(run.model, run.tokenizer, _exchanges(history), message, float(temperature))
+    answer = sample.reply(run.model, run.tokenizer, _exchanges(history), message, float(temperature))
     answer = answer or tr(request, "tinygpt.empty_reply")
     return history + [{"role": "user", "content": message}, {"role": "assistant", "content": answer}], ""
 
 
-def build() -> None:
+def build(settings: Settings) -> None:
     with gr.Tab(T("tinygpt.tab"), id="tinygpt"):
         gr.Markdown(T("tinygpt.intro"))
         run = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=stop_training)
         try:
-            languages, topics = tinygpt.list_languages(), tinygpt.list_topics(DEFAULTS.lang)
+            languages, topics = corpora.list_languages(), corpora.list_topics(DEFAULTS.lang)
         except FileNotFoundError:  # corpus package missing: the tab still builds, Start explains
             languages, topics = [DEFAULTS.lang], []
         with gr.Row(equal_height=False):

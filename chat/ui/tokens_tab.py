@@ -6,7 +6,9 @@ import json
 import gradio as gr
 import pandas as pd
 
-from chat import remote, tokens
+from chat import tokens
+from chat.llm import remote
+from chat.settings import ServerSettings, Settings
 from chat.ui.i18n import T, tr
 
 VIEW_LIMIT = 5000  # tokens rendered per pane; counts always cover the whole text
@@ -57,14 +59,13 @@ def _pane(encoded: tokens.Encoded, show_ids: bool, show_whitespace: bool, reques
     return gr.update(value=spans, color_map=color_map, show_inline_category=show_ids, label=label)
 
 
-# --- remote backend (start) ---
 SERVER_COUNT_TIMEOUT_S = 3.0  # the live count never waits longer for the server's tokenizer
 
 
-def server_rows(text: str, request) -> list[list]:
+def server_rows(text: str, server: ServerSettings, request) -> list[list]:
     """The comparison row of the server ChatLab was started with (--backend-url), counted by the server's own
     tokenizer endpoint; none when there is no server, it has no such endpoint, or it does not answer."""
-    configured = remote.configured()
+    configured = remote.configured(server)
     if configured is None:
         return []
     backend = remote.Backend(configured.url, configured.model, configured.key, SERVER_COUNT_TIMEOUT_S)
@@ -77,11 +78,10 @@ def server_rows(text: str, request) -> list[list]:
         return []
     name = tr(request, "tokens.server_row", model=remote.short_name(model))
     return [[name, backend.url, count, len(text), round(len(text) / count, 2) if count else 0.0]]
-# --- remote backend (end) ---
 
 
 def highlight(text: str, model: str, show_ids: bool, show_whitespace: bool, special: bool,
-              request: gr.Request | None = None):
+              server: ServerSettings = ServerSettings(), request: gr.Request | None = None):
     """Everything the tab shows for a text: headline count, one highlighted pane per encoding, comparison table."""
     text = text if isinstance(text, str) else ""
     if len(text) > LIVE_MAX_CHARS:  # 10 MB through every tokenizer on each keystroke would hold the server for seconds
@@ -98,7 +98,7 @@ def highlight(text: str, model: str, show_ids: bool, show_whitespace: bool, spec
     note = tr(request, "tokens.capped", shown=VIEW_LIMIT, total=longest) if longest > VIEW_LIMIT else ""
     table = pd.DataFrame(
         [[e.encoding, e.models, e.tokens, e.characters, e.chars_per_token or 0.0] for e in encoded.values()]
-        + server_rows(text, request),
+        + server_rows(text, server, request),
         columns=[tr(request, key) for key in ("tokens.col_encoding", "tokens.col_models", "tokens.col_tokens",
                                               "tokens.col_characters", "tokens.col_ratio")])
     panes = [_pane(encoded[name], show_ids, show_whitespace, request) for name in PANES]
@@ -130,7 +130,10 @@ def count_messages(messages_json: str, model: str, request: gr.Request):
               encoding=tokens.encoding_name_for(model or "gpt-4o"))
 
 
-def build() -> None:
+def build(settings: Settings) -> None:
+    def live(text: str, model: str, show_ids: bool, show_whitespace: bool, special: bool, request: gr.Request):
+        return highlight(text, model, show_ids, show_whitespace, special, settings.server, request)
+
     with gr.Tab(T("tokens.tab"), id="tokens"):
         gr.Markdown(T("tokens.intro"))
         with gr.Row():
@@ -166,7 +169,7 @@ def build() -> None:
         inputs = [text, model, show_ids, show_whitespace, special]
         outputs = [headline, *panes, note, table]
         # triggers=None: on page load and whenever any input changes (live, no button).
-        gr.on(None, highlight, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
+        gr.on(None, live, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
               api_visibility="private")
         for name, pane in zip(PANES, panes):
             pane.select(_selected(name), [text, special], selected, api_visibility="private")

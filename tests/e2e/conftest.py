@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 
 import pytest
 
@@ -10,18 +9,13 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url():
     import app
+    from chat.local_server import free_port
 
     demo = app.build_app()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True, **app.launch_options())
     yield url.rstrip("/")
     demo.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -108,17 +107,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
-    from chat import models
+    from chat.llm import models
+    from chat.llm.fastpath import package
+    from chat.local_server import free_port
     from playwright.sync_api import sync_playwright
 
     loaded = models.get_model()
     if loaded.fast is None:  # as `make run` does in the background: the Chat tab shows the fast decoder's speed
-        from chat import fastpath
-
-        loaded.fast = fastpath.prepare_decoder(loaded.model, loaded.device, print)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        loaded.fast = package.prepare_decoder(loaded.model, loaded.device, print)
+    port = free_port()
     demo = app.build_app()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                             **app.launch_options())

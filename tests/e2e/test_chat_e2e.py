@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from gradio_client.exceptions import AppError
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def test_chat_endpoint_streams_an_answer_that_uses_the_history(app_client, chat_model):

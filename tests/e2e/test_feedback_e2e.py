@@ -7,19 +7,19 @@ import statistics
 
 import pytest
 
-from chat import feedback, reward
+from chat.feedback import dpo, preferences, reward
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def test_the_concise_preset_learns_its_preference_and_dpo_shortens_answers(chat_model):
-    preset = feedback.preset("concise")
-    rm = feedback.train_reward_model(preset.pairs, "", chat_model)
+    preset = preferences.preset("concise")
+    rm = dpo.train_reward_model(preset.pairs, "", chat_model)
     assert reward.accuracy(rm, chat_model.model, chat_model.tokenizer,
-                           feedback.triples(preset.held_out_pairs)) >= 0.85
+                           preferences.triples(preset.held_out_pairs)) >= 0.85
     questions = preset.held_out[:4]
-    run = feedback.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="concise", reward_model=rm,
-                             questions=questions)
+    run = dpo.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="concise", reward_model=rm,
+                        questions=questions)
     run.wait(600)
     assert run.status == "done", run.error
     assert run.last("rewards/margins") > 0 and run.last("rewards/accuracies") >= 0.75

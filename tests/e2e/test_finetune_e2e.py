@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from chat import finetune, tuning
+from chat.finetune import data as sft_data, train as sft
+from chat.llm import backends, prompt as prompts
+from chat.training import run as runs
+from chat.training.answers import greedy_answers
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def test_a_short_identity_run_changes_who_the_model_says_it_is(chat_model):
-    preset = finetune.preset("identity", "Nova")
-    run = finetune.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="identity", name="Nova",
-                             questions=finetune.preset_questions(preset), expect=preset.expect)
+    preset = sft_data.preset("identity", "Nova")
+    run = sft.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="identity", name="Nova",
+                        questions=sft_data.preset_questions(preset), expect=preset.expect)
     run.wait(600)
     assert run.status == "done", run.error
     assert run.last("loss") < 0.6 * run.first("loss")
@@ -24,8 +27,8 @@ def test_a_short_identity_run_changes_who_the_model_says_it_is(chat_model):
     # and unrelated questions keep (nearly all) their right answers
     assert sum(r["after_ok"] for r in controls) >= sum(r["before_ok"] for r in controls) - 1, controls
     # the Chat tab's model is untouched: the original still says it is SmolLM
-    original = tuning.greedy_answers(chat_model.model, chat_model.tokenizer,
-                                     [finetune.conversation("What is your name?")], 24)[0]
+    original = greedy_answers(chat_model.model, chat_model.tokenizer, [prompts.conversation("What is your name?")],
+                              24)[0]
     assert "Nova" not in original
 
 
@@ -40,7 +43,7 @@ def test_the_api_fine_tunes_for_its_session_refuses_a_second_run_and_chats_with_
     pairs = "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
                     + "\n" for q, a in [("Who are you?", "I am Quill."), ("What is your name?", "My name is Quill.")])
     job = first.submit("custom", "", pairs, 3, 60, api_name="/finetune")
-    while not tuning.training_busy() and not job.done():
+    while not runs.holder() and not job.done():
         time.sleep(0.05)
     with pytest.raises(AppError, match="one run trains at a time"):
         second.predict("identity", "Nova", "", 2, 30, api_name="/finetune")
@@ -69,7 +72,7 @@ def test_the_tab_trains_live_stops_compares_and_the_chat_tab_uses_the_tuned_mode
     page.get_by_text("Training settings").click()
     _set_number(page, "finetune-steps", 40)
     page.locator("#finetune-start").click()
-    page.locator("#finetune-status-line[data-status=training]").wait_for(timeout=120_000)
+    page.locator("#finetune-status-line[data-status=running]").wait_for(timeout=120_000)
     page.wait_for_function("() => +document.querySelector('#finetune-status-line').dataset.step >= 3",
                            timeout=180_000)
     page.wait_for_function("() => document.querySelectorAll('#finetune-plot svg path, #finetune-plot canvas')"
@@ -102,8 +105,8 @@ def test_closing_the_browser_mid_run_stops_training_and_frees_it(app_url, browse
     page.goto(app_url)
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#finetune-start").click()
-    page.locator("#finetune-status-line[data-status=training]").wait_for(timeout=120_000)
-    run = tuning._SLOT.holder
+    page.locator("#finetune-status-line[data-status=running]").wait_for(timeout=120_000)
+    run = runs.holder()
     assert run is not None and run.running
     context.close()  # the user closes the tab
     deadline = time.monotonic() + 90
@@ -111,7 +114,7 @@ def test_closing_the_browser_mid_run_stops_training_and_frees_it(app_url, browse
         time.sleep(0.5)
     assert not run.thread.is_alive() and run.status == "stopped" and run.abandoned
     assert run.step < run.max_steps and run.comparisons == []  # no comparison computed for nobody
-    assert tuning._SLOT.holder is None and tuning.TUNED.get(run.session, "sft") is None
+    assert runs.holder() is None and backends.TUNED.get(run.session, "sft") is None
 
 
 def test_the_chat_tab_says_when_there_is_no_tuned_model_yet(app_url, page, chat_model):

@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from chat import budget, generation, mnist
-from chat.bench import _queue_call
+from chat import budget
+from chat.llm import backends, generation, models, next_token
+from chat.mnist import train as mnist
+from chat.bench.common import queue_call as _queue_call
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -72,7 +74,7 @@ def test_nan_and_infinity_sent_as_raw_json_get_a_clear_message(app_url, chat_mod
 
 
 def test_next_token_checks_its_parameters_before_running_the_model(app_client, chat_model, monkeypatch):
-    monkeypatch.setattr(generation, "NextTokenSession", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr(backends, "LocalSession", lambda *a, **k: pytest.fail("the model ran"))
     with pytest.raises(AppError, match="top_p"):
         app_client.predict("word " * 7000, 1.0, 0, float(2), api_name="/next_token")
 
@@ -198,7 +200,8 @@ def test_next_token_sessions_keep_bounded_memory(app_url, app_client, chat_model
         success, output = raw_call(app_url, "start", [None, prompt + str(i), False, "local", 1.0, 0, 1.0])
         assert success, output
     grown = rss_mb() - before
-    assert generation.SESSION_CACHES.cached_bytes() <= generation.SESSION_CACHES.max_bytes
+    caches = next_token.session_caches(models.get_model())
+    assert caches.cached_bytes() <= caches.max_bytes
     assert grown < 500, f"+{grown:.0f} MB"  # each session held its prompt's full logits: ~+1.2 GB for these
     still_answers(app_client)
 

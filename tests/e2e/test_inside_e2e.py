@@ -8,9 +8,10 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError
 
-from chat import generation, inside
+from chat.llm import generation, inside
+from chat.llm.params import GenerationParams
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 TEXT = "When Mary and John went to the store, John gave a drink to"
 
@@ -69,7 +70,7 @@ def test_one_head_step_by_step_has_the_full_pass_numbers(chat_model):
 
 
 def test_an_inspection_during_a_chat_reply_waits_for_it(chat_model):
-    params = generation.GenerationParams(temperature=0, max_new_tokens=48, repetition_penalty=1.0)
+    params = GenerationParams(temperature=0, max_new_tokens=48, repetition_penalty=1.0)
     stream = generation.stream_chat([{"role": "user", "content": "Count from one to twenty in words."}], params,
                                     chat_model)
     finished = {}

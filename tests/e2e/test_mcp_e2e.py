@@ -4,14 +4,13 @@ answers with tiktoken's exact count."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chat import tokens
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 PUBLIC = {"count_tokens", "next_token", "chat", "classify_digit", "attention", "logit_lens", "head_scores"}
 
@@ -19,11 +18,9 @@ PUBLIC = {"count_tokens", "next_token", "chat", "classify_digit", "attention", "
 @pytest.fixture(scope="module")
 def mcp_url():
     import app
+    from chat.local_server import free_port
 
-    demo = app.build_app()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    demo, port = app.build_app(), free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=True,
                 **app.launch_options())
     yield f"http://127.0.0.1:{port}/gradio_api/mcp/"

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from chat import remote
-from chat.generation import GenerationParams
+from chat.llm import remote
+from chat.llm.params import GenerationParams
+from chat.settings import ServerSettings, Settings
 from tests.conftest import process_cpu_seconds
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=24)
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -80,14 +81,14 @@ def test_wrong_key_and_unknown_model_are_clear_errors_naming_the_url(llama_serve
 
 def test_next_token_on_raw_text_comes_from_the_servers_logprobs(llama_server):
     backend, _ = llama_server
-    session = remote.NextTokenSession("The capital of France is", backend)
+    session = remote.RemoteSession("The capital of France is", backend)
     found = session.candidates(1.0, 0, 1.0, 10)
     assert found[0].label == " Paris" and len(found) == 10
     raw = [c.raw_prob for c in found]
     assert raw == sorted(raw, reverse=True) and sum(raw) <= 1.0 + 1e-6
     assert session.candidates(0.0, 0, 1.0)[0].shaped_prob == 1.0  # greedy: all on the top token
     session.greedy()
-    assert session.generated == [" Paris"] and session.text() == "The capital of France is Paris"
+    assert session.pieces() == [" Paris"] and session.text() == "The capital of France is Paris"
     assert session.candidates()[0].label != " Paris"  # a new distribution, after " Paris"
     session.undo()
     assert session.candidates()[0].label == " Paris"
@@ -95,7 +96,7 @@ def test_next_token_on_raw_text_comes_from_the_servers_logprobs(llama_server):
 
 def test_next_token_for_a_chat_message_uses_top_logprobs(llama_server):
     backend, _ = llama_server
-    session = remote.NextTokenSession("What is the capital of France?", backend, chat=True, k=5)
+    session = remote.RemoteSession("What is the capital of France?", backend, chat=True, k=5)
     found = session.candidates(k=5)
     assert len(found) == 5 and all(0 < c.raw_prob <= 1 for c in found)
     with pytest.raises(ValueError, match="does not show its chat template"):  # no /apply-template on this server
@@ -141,23 +142,15 @@ def test_the_chat_tabs_backend_chooser_chats_with_the_server(app_url, page, llam
     assert "<|im_start|>" in page.locator("#chat-prompt").inner_text()
 
 
-@pytest.fixture
-def configured_server(llama_server, monkeypatch):
+def test_the_next_token_api_and_the_tokens_row_use_the_configured_server(llama_server):
     """ChatLab started with --backend-url/--backend-key pointing at the test server."""
-    backend, _ = llama_server
-    monkeypatch.setenv("OPENAI_BASE_URL", backend.url)
-    monkeypatch.setenv("OPENAI_API_KEY", backend.key)
-    monkeypatch.setenv("CHATLAB_BACKEND_MODEL", "")
-    return backend
-
-
-def test_the_next_token_api_and_the_tokens_row_use_the_configured_server(configured_server):
     from chat.ui import next_token_tab, tokens_tab
 
-    found = next_token_tab.next_token("The capital of France is", 1.0, 0, 1.0, model="server")
+    backend, _ = llama_server
+    settings = Settings(server=ServerSettings(url=backend.url, key=backend.key))
+    found = next_token_tab.next_token("The capital of France is", 1.0, 0, 1.0, model="server", settings=settings)
     assert found[0]["label"] == " Paris" and len(found) == next_token_tab.TOP
     text = "ChatGPT doesn't read letters."
-    [row] = tokens_tab.server_rows(text, None)
-    assert row[:4] == ["server: smollm2", configured_server.url, remote.count_tokens(configured_server, text),
-                       len(text)]
+    [row] = tokens_tab.server_rows(text, settings.server, None)
+    assert row[:4] == ["server: smollm2", backend.url, remote.count_tokens(backend, text), len(text)]
 

@@ -1,5 +1,5 @@
 """Many chat users at once through the app's public /chat endpoint: their replies are written together, in the
-batched steps of one engine (chat.serving), on the real model."""
+batched steps of one engine (chat.llm.serving), on the real model."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?", "Name a primary colour.",
              "What is 2 plus 2?"]
@@ -17,10 +17,11 @@ QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?", 
 def engine(chat_model):
     """The app's engine over the compiled fast decoder (built into the test cache the first time, as `make run`
     does)."""
-    from chat import fastpath, serving
+    from chat.llm import serving
+    from chat.llm.fastpath import package
 
     if chat_model.fast is None:
-        chat_model.fast = fastpath.prepare_decoder(chat_model.model, torch.device("cpu"))
+        chat_model.fast = package.prepare_decoder(chat_model.model, torch.device("cpu"))
     assert chat_model.fast is not None, "the fast decoder could not be built"
     return serving.engine_for(chat_model)
 

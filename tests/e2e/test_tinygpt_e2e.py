@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 STEP = "() => +(document.querySelector('#tinygpt-status-line')?.dataset.step || 0) >= {n}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from gradio_client.exceptions import AppError
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def test_count_tokens_endpoint_answers_through_gradio_client(app_client):

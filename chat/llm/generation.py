@@ -1,0 +1,251 @@
+"""Chat replies, streamed: a worker thread writes, the consumer reads text deltas, and a stop really stops.
+
+- `stream_chat` builds the prompt (chat.llm.prompt) and starts a worker. With the fast CPU decoder the reply is one
+  request of the batching engine (chat.llm.serving); otherwise transformers' `generate` writes it, with the one
+  sampler (chat.llm.sampling) as its last logits processor. Both feed transformers' own text streamer.
+- `ChatStream.cancel()` (or abandoning the stream) ends the worker within one decode step; while no token comes the
+  stream yields "" every WAIT_POLL_S, so a consumer whose user has gone gets control back to close it.
+- Heavy work holds a slot of the server's budget (`chat.budget`): "chat" for replies, "plain-chat" for `generate`.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from chat import budget
+from chat.llm import serving
+from chat.llm.models import LoadedModel, get_model
+from chat.llm.params import GenerationParams, validate
+from chat.llm.prompt import Prompt, build_prompt
+from chat.llm.sampling import SamplerProcessor, sampling_generator
+
+
+@dataclass
+class ReplyStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    ttft_s: float | None = None  # time to first token, seconds
+    tokens_per_s: float | None = None  # decode speed after the first token
+    seconds: float = 0.0  # whole reply, wall clock
+    finish_reason: str = ""  # "stop" (end of turn), "length" (max_new_tokens), "cancelled", "error"
+    dropped_messages: int = 0  # oldest turns left out to fit the context
+    context_window: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _TimedStreamer(TextIteratorStreamer):
+    """transformers' text streamer that also notes when each token arrives."""
+
+    def __init__(self, tokenizer, **kwargs):
+        super().__init__(tokenizer, **kwargs)
+        self.prompt_seen = False
+        self.tokens = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.shown = False  # whether any of the reply's text has been released (a word is held until the next begins)
+
+    def put(self, value):
+        if not self.prompt_seen:  # the first call carries the prompt
+            self.prompt_seen = True
+        else:
+            now = time.perf_counter()
+            self.first_at = self.first_at or now
+            self.last_at = now
+            self.tokens += int(value.numel())
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        self.shown = self.shown or bool(text)
+        super().on_finalized_text(text, stream_end)
+
+
+class _StopOnEvent(StoppingCriteria):
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+WAIT_POLL_S = 0.5  # while no token comes (a reply waiting its turn, a long prompt being read), "" this often
+# A reply's text is refreshed on screen at most ~25 times a second, and the server's updates are shared by the replies
+# streaming at once (8: ~3 a second each): every update is diffed, sent and drawn on the cores the model needs
+REFRESH_S = 0.04
+UPDATES_PER_S = 25
+
+
+def pace(replies: int) -> float:
+    """Seconds between two deliveries of one reply's new text while `replies` stream at once."""
+    return max(REFRESH_S, replies / UPDATES_PER_S)
+
+
+@dataclass
+class ChatStream:
+    """A reply being generated: iterate it for text deltas; `cancel()` stops the worker; `stats` at the end.
+
+    While no token comes (the reply waits for a place in the serving engine, or a long prompt is being read) the
+    iteration yields "" every WAIT_POLL_S: a consumer gets control back, so one whose user has gone can close the
+    stream, which stops the worker, instead of staying blocked until the first token. `place` is then the reply's
+    number in the engine's line (1 = next), or None."""
+
+    prompt: Prompt
+    stats: ReplyStats
+    _streamer: _TimedStreamer = field(repr=False)
+    _worker: threading.Thread = field(repr=False)
+    _cancel: threading.Event = field(repr=False)
+    _started: float = 0.0
+    _max_new_tokens: int = 0
+    error: BaseException | None = None
+    text: str = ""
+    _request: serving.Request | None = field(default=None, repr=False)  # the engine's, once submitted
+
+    @property
+    def tokens(self) -> int:
+        """Tokens written so far."""
+        return self._streamer.tokens
+
+    @property
+    def place(self) -> int | None:
+        request = self._request
+        return request.place if request is not None and not request.generated else None
+
+    def __iter__(self) -> Iterator[str]:
+        finished = False
+        try:
+            while True:
+                try:
+                    delta = next(self._streamer)
+                except queue.Empty:  # nothing yet: hand control back (see the class's docstring)
+                    yield ""
+                    continue
+                except StopIteration:
+                    break
+                if delta:
+                    self.text += delta
+                    yield delta
+            finished = True
+        finally:  # also runs when the consumer abandons the stream (generator closed): stop the worker
+            if not finished:
+                self._cancel.set()
+            self._worker.join()
+            self._finish()
+        if self.error is not None:
+            raise RuntimeError(f"Generation failed: {self.error}") from self.error
+
+    def cancel(self, wait: bool = True) -> None:
+        self._cancel.set()
+        if wait:
+            self._worker.join()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _finish(self) -> None:
+        s, st = self.stats, self._streamer
+        s.new_tokens = st.tokens
+        s.seconds = time.perf_counter() - self._started
+        if st.first_at is not None:
+            s.ttft_s = st.first_at - self._started
+            if st.tokens > 1 and st.last_at > st.first_at:
+                s.tokens_per_s = (st.tokens - 1) / (st.last_at - st.first_at)
+        if self.error is not None:
+            s.finish_reason = "error"
+        elif self._cancel.is_set():
+            s.finish_reason = "cancelled"
+        elif st.tokens >= self._max_new_tokens:
+            s.finish_reason = "length"
+        else:
+            s.finish_reason = "stop"
+
+
+def stream_chat(messages: list[dict], params: GenerationParams = GenerationParams(),
+                loaded: LoadedModel | None = None, cancel: threading.Event | None = None) -> ChatStream:
+    """Start a reply to `messages` ([{role, content}], last one the user's) and return its stream. Everything is
+    checked before any work starts; the worker holds one of the server's "chat" slots while it generates."""
+    validate(params)
+    loaded = loaded or get_model()
+    cancel = cancel or threading.Event()
+    prompt = build_prompt(loaded, messages, params.max_new_tokens, cancel)
+    streamer = _TimedStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=WAIT_POLL_S)
+    stats = ReplyStats(prompt_tokens=len(prompt.ids), dropped_messages=prompt.dropped,
+                       context_window=loaded.context_window)
+    stream = ChatStream(prompt, stats, streamer, None, cancel, time.perf_counter(),  # type: ignore[arg-type]
+                        params.max_new_tokens)
+    generator = sampling_generator(params.seed)
+
+    def work():
+        try:
+            with budget.slot("chat"):
+                if cancel.is_set():
+                    streamer.end()
+                    return
+                if loaded.fast is not None:
+                    _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator, stream)
+                else:  # generate runs a reply per thread: fewer at once
+                    with budget.slot("plain-chat"):
+                        _plain_generate(loaded, prompt.ids, params, streamer, cancel, generator)
+        except BaseException as error:  # surfaced to the consumer, never lost in the thread
+            stream.error = error
+            streamer.end()
+
+    stream._worker = threading.Thread(target=loaded.replies.running(work), name="chatlab-generate", daemon=True)
+    stream._worker.start()
+    return stream
+
+
+def _plain_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel,
+                    generator: torch.Generator) -> None:
+    """transformers' generate, each token chosen by the one sampler with this request's generator."""
+    processors = LogitsProcessorList([SamplerProcessor(params, generator)])
+    input_ids = torch.tensor([ids], device=loaded.device)
+    with torch.inference_mode():
+        loaded.model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+            max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=processors,
+            temperature=None, top_p=None, top_k=None, repetition_penalty=None,
+            stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel)]),
+            pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id)
+
+
+def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer: _TimedStreamer, cancel,
+                   generator: torch.Generator | None = None, stream: ChatStream | None = None) -> None:
+    """The reply as one request of the batching engine (chat.serving), sampled with this request's generator; its
+    tokens feed the same streamer generate would (prompt first, then each token). `cancel` ends it at the
+    engine's next step, freeing its slot; `stream` gets the request (its place in line)."""
+    streamer.put(torch.tensor([ids]))
+    try:
+        engine = serving.engine_for(loaded)
+        request = engine.submit(ids, params.max_new_tokens, params, loaded.stop_ids,
+                                cancel=cancel, generator=generator)
+        if stream is not None:
+            stream._request = request
+        until = None  # tokens at once until the first words are out, then a batch per pace()
+        while True:
+            tokens, ended = request.take(until)
+            if tokens:
+                streamer.put(torch.tensor(tokens))
+            if ended:
+                break
+            # the streamer holds a word back until the next one begins: pacing from the first token on kept the first
+            # word waiting a whole pace (8 replies at once: 0.32 s) for the token after it
+            until = time.monotonic() + pace(engine.running) if streamer.shown else None
+    finally:
+        streamer.end()
+
+
+def chat_reply(messages: list[dict], params: GenerationParams = GenerationParams(),
+               loaded: LoadedModel | None = None) -> tuple[str, ReplyStats]:
+    """The whole reply at once (CLI, tests, benchmarks)."""
+    stream = stream_chat(messages, params, loaded)
+    text = "".join(stream)
+    return text, stream.stats
+
