@@ -1,5 +1,5 @@
-# ChatLab as a Hugging Face Docker Space (README front matter: sdk: docker, app_port: 7860). The README's
-# "Deploy as a Space" section says why Docker rather than the runtime install, with the measured cold starts.
+# ChatLab as a Hugging Face Docker Space (README front matter: sdk: docker, app_port: 7860). docs/deploying.md says
+# why Docker rather than the runtime install.
 FROM python:3.11-slim
 
 # g++ compiles the fast CPU decoder's kernels; the Space runs the container as uid 1000
@@ -19,8 +19,8 @@ RUN pip install --no-cache-dir --user --extra-index-url https://download.pytorch
 COPY --chown=user . .
 # The first start's work, done once in the image: the GGUF -> safetensors conversion and the fast decoder's build
 # (when the Space's CPU differs in class from the builder's, the decoder is rebuilt in the background at start)
-RUN python -c "from chat import fastpath, models; m = models.get_model(); \
-fastpath.prepare_decoder(m.model, m.device, print)"
+RUN python -c "from chat.llm import models; from chat.llm.fastpath import package; m = models.get_model(); \
+package.prepare_decoder(m.model, m.device, print)"
 
 EXPOSE 7860
 CMD ["python", "app.py"]

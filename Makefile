@@ -30,9 +30,9 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -m "not (real_weights or training or compile or server or browser or e2e)"
 
-# make bench WHAT=tokens|chat|mnist|tinygpt|finetune|feedback
+# make bench WHAT=<one of: python -m chat.bench --help> (ARGS=--json for one JSON object)
 bench: $(VENV)/.installed
-	$(BIN)/python -m chat.bench $(WHAT)
+	$(BIN)/python -m chat.bench $(WHAT) $(ARGS)
 
 # README screenshots of every tab, in Debian's Chromium (needs fonts-noto-cjk for the Chinese text).
 screenshots: $(VENV)/.installed-test

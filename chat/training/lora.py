@@ -139,6 +139,20 @@ class LoraRun(Run):
     abandoned: bool = False  # nobody watches any more (the browser closed): stop, skip the comparison, keep nothing
     thread: threading.Thread | None = None
     started: float = 0.0  # time.monotonic() when the first step began
+    outcome: str | None = None  # why training ended ("stopped", "timeout", "diverged"); the status says it once the
+    # answers before and after are in, so a tab never shows a final status while the run still evaluates
+
+    what_trains = "adapter"  # what snapshot() copies, as the divergence message names it
+
+    def snapshot(self):
+        """A copy of the weights that train (the adapter's): the state the NaN guard comes back to."""
+        return adapter_state(self.model)
+
+    def restore(self, state) -> None:
+        load_adapter_state(self.model, state)
+
+    def weights_finite(self) -> bool:
+        return adapter_is_finite(self.model)
 
     def abandon(self) -> None:
         """The watcher went away: stop within a step, skip the comparison, and forget the tuned model."""
@@ -149,7 +163,7 @@ class LoraRun(Run):
     @property
     def trained(self) -> bool:
         """A usable adapter exists (at least one good step)."""
-        return self.good_step > 0 and self.status != "error"
+        return self.good_step > 0 and "error" not in (self.status, self.outcome)
 
     def wait(self, timeout: float | None = None) -> None:
         if self.thread is not None:
@@ -172,7 +186,7 @@ def _live_callback(run: LoraRun):
 
         def on_train_begin(self, args, state, control, **kwargs):
             run.started, run.status = time.monotonic(), "running"
-            run.keep(adapter_state(run.model))
+            run.keep(run.snapshot())
 
         def on_step_end(self, args, state, control, **kwargs):
             run.step = state.global_step
@@ -181,7 +195,7 @@ def _live_callback(run: LoraRun):
                 return
             reason = run.why_stop()
             if reason is not None:
-                run.status = reason
+                run.outcome = reason
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -190,12 +204,12 @@ def _live_callback(run: LoraRun):
             entry = {"step": state.global_step, "seconds": round(time.monotonic() - run.started, 3), **logs}
             run.logs.append(entry)
             numbers = [v for v in logs.values() if isinstance(v, float)]
-            if all(math.isfinite(v) for v in numbers) and adapter_is_finite(run.model):
-                run.keep(adapter_state(run.model))
+            if all(math.isfinite(v) for v in numbers) and run.weights_finite():
+                run.keep(run.snapshot())
                 return
             run.step = state.global_step
-            load_adapter_state(run.model, run.diverge(f"a non-finite loss or weight at step {state.global_step}; "
-                                                      f"the adapter of step {run.good_step} is kept"))
+            run.restore(run.diverge(f"a non-finite loss or weight at step {state.global_step}; "
+                                    f"the {run.what_trains} of step {run.good_step} is kept"))
             control.should_training_stop = True
 
     return LiveCallback()
@@ -222,10 +236,9 @@ def start(run: LoraRun, make_trainer, on_done=None) -> LoraRun:
             trainer.remove_callback(PrinterCallback)  # the logs go to the run, not to the server's console
             if not run.stop.is_set():
                 trainer.train()
-            if run.status in ("ready", "running"):
-                run.status = "done" if run.step >= run.max_steps else "stopped"
+            run.outcome = run.outcome or ("done" if run.step >= run.max_steps else "stopped")
         except BaseException as error:  # shown to the user, never lost in the thread
-            run.status, run.error = "error", f"{type(error).__name__}: {error}"
+            run.outcome, run.error = "error", f"{type(error).__name__}: {error}"
         finally:
             if run.started:
                 run.seconds = time.monotonic() - run.started
@@ -235,7 +248,6 @@ def start(run: LoraRun, make_trainer, on_done=None) -> LoraRun:
             if run.model is not None:
                 run.model.eval()
             gc.collect()
-            final = run.status
             try:
                 if on_done is not None and run.trained and not run.abandoned:
                     run.status = "evaluating"
@@ -243,7 +255,7 @@ def start(run: LoraRun, make_trainer, on_done=None) -> LoraRun:
             except BaseException as error:
                 run.error = f"{type(error).__name__}: {error}"
             finally:
-                run.status = final
+                run.status = run.outcome
                 runs.release(run)
 
     run.thread = threading.Thread(target=work, name=f"chatlab-train-{run.kind}", daemon=True)

@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 
 from chat import budget, downloads
-from chat.mnist import data as mnist_data, sketch, train as mnist
+from chat.mnist import data as mnist_data, sketch as drawing, train as mnist
 from chat.settings import Settings
 from chat.training.run import TrainingError
 from chat.ui import limits
@@ -171,17 +171,17 @@ def load_weights(file, run: mnist.TrainingRun | None, request: gr.Request, setti
 def classify_sketch(sketch, run: mnist.TrainingRun | None, request: gr.Request):
     """The top 3 digits for the drawing, from this session's model; a message instead when there is none."""
     try:
-        digit = sketch.sketch_to_mnist(sketch) if sketch is not None else None
-    except sketch.BlankSketchError:
+        digit = drawing.sketch_to_mnist(sketch) if sketch is not None else None
+    except drawing.BlankSketchError:
         digit = None
-    except sketch.ImageError as error:
+    except drawing.ImageError as error:
         raise gr.Error(tr(request, "mnist.bad_image", error=error)) from None
     if digit is None:
         return None, None, tr(request, "mnist.blank")
     seen = mnist.digit_image(digit[0], size=112)
     if run is None or run.snapshot is None:
         return None, seen, tr(request, "mnist.no_model")
-    return sketch.digit_probabilities(run.snapshot, digit), seen, ""
+    return drawing.digit_probabilities(run.snapshot, digit), seen, ""
 
 
 def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
@@ -198,9 +198,9 @@ def classify_digit(image, request: gr.Request = None) -> dict[str, float]:
         return mnist.classify_with_latest(image)
     except mnist.NoModelError:
         raise gr.Error(tr(request, "mnist.api_no_model")) from None
-    except sketch.BlankSketchError:
+    except drawing.BlankSketchError:
         raise gr.Error(tr(request, "mnist.blank")) from None
-    except sketch.ImageError as error:
+    except drawing.ImageError as error:
         raise gr.Error(tr(request, "mnist.bad_image", error=error)) from None
 
 

@@ -15,7 +15,9 @@ from tests.conftest import process_cpu_seconds
 pytestmark = pytest.mark.e2e
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=24)
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# llama.cpp's Q4_1 model answers "What is the capital of France?" greedily with an invented French name: its first
+# token is a near tie ("The" / "La" / "L"), which its int8 rounding tips; Japan's answer is not close
+JAPAN = [{"role": "user", "content": "What is the capital of Japan?"}]
 
 
 def test_the_model_list_comes_from_the_server(llama_server):
@@ -26,10 +28,10 @@ def test_the_model_list_comes_from_the_server(llama_server):
 
 def test_a_remote_chat_streams_an_answer_with_stats(llama_server):
     backend, _ = llama_server
-    stream = remote.stream_chat(FRANCE, GREEDY, backend)
+    stream = remote.stream_chat(JAPAN, GREEDY, backend)
     deltas = list(stream)
-    assert len(deltas) > 2 and "Paris" in "".join(deltas)
-    assert stream.prompt.messages == FRANCE and stream.prompt.text is None  # llama-cpp-python shows no template
+    assert len(deltas) > 2 and "Tokyo" in "".join(deltas)
+    assert stream.prompt.messages == JAPAN and stream.prompt.text is None  # llama-cpp-python shows no template
     stats = stream.stats
     assert stats.new_tokens == len(deltas) and stats.finish_reason in ("stop", "length")
     assert 0 < stats.ttft_s < stats.seconds and stats.tokens_per_s > 0
@@ -52,7 +54,7 @@ def test_stopping_a_remote_reply_stops_the_server(llama_server):
     before = process_cpu_seconds(pid)
     time.sleep(1.5)
     assert process_cpu_seconds(pid) - before < 0.2  # the closed stream stopped the server's generation
-    assert "Paris" in remote.chat_reply(FRANCE, GREEDY, backend)[0]  # and it answers the next request
+    assert "Tokyo" in remote.chat_reply(JAPAN, GREEDY, backend)[0]  # and it answers the next request
 
 
 def test_abandoning_a_remote_stream_closes_it(llama_server):
@@ -73,10 +75,10 @@ def test_wrong_key_and_unknown_model_are_clear_errors_naming_the_url(llama_serve
     backend, _ = llama_server
     wrong_key = remote.Backend(backend.url, "smollm2", "not-the-key")
     with pytest.raises(remote.RemoteError, match=rf"The server at {backend.url} refused the API key \(HTTP 401\)"):
-        remote.stream_chat(FRANCE, GREEDY, wrong_key)
+        remote.stream_chat(JAPAN, GREEDY, wrong_key)
     unknown = remote.Backend(backend.url, "gpt-9", backend.key)
     with pytest.raises(remote.RemoteError, match=rf"{backend.url} has no model 'gpt-9'; it serves: smollm2"):
-        remote.stream_chat(FRANCE, GREEDY, unknown)
+        remote.stream_chat(JAPAN, GREEDY, unknown)
 
 
 def test_next_token_on_raw_text_comes_from_the_servers_logprobs(llama_server):
@@ -127,12 +129,12 @@ def test_the_chat_tabs_backend_chooser_chats_with_the_server(app_url, page, llam
     temperature = page.locator("#chat-temperature input[type=number]")
     temperature.fill("0")
     temperature.press("Enter")
-    page.locator("#chat-input textarea").fill("What is the capital of France?")
+    page.locator("#chat-input textarea").fill("What is the capital of Japan?")
     page.locator("#chat-input textarea").press("Enter")
-    page.locator("#chat-chatbot").get_by_text("Paris").first.wait_for(timeout=60_000)
+    page.locator("#chat-chatbot").get_by_text("Tokyo").first.wait_for(timeout=60_000)
     page.locator("#chat-chatbot").get_by_text("tokens/s").wait_for(timeout=60_000)
     shown = page.locator("#chat-prompt").inner_text()
-    assert '"content": "What is the capital of France?"' in shown  # the messages sent, exactly
+    assert '"content": "What is the capital of Japan?"' in shown  # the messages sent, exactly
     assert "applies its own chat template" in shown and "<|im_start|>" not in shown  # not a made-up template
     assert f"smollm2 at {backend.url}" in page.locator("#chat-gauge").inner_text()
     page.locator("#chat-model").get_by_text("Original", exact=True).click()  # the local model still answers

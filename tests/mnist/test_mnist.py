@@ -352,7 +352,7 @@ def test_views_show_curves_digits_and_a_confusion_matrix(trained):
     assert mnist.test_digits(trained, 5)[0][0].size == (56, 56)
 
 
-# --- hardening (issue 15): pictures from strangers, seeds that are the run's own ------------------------------
+# --- pictures from strangers, seeds that are the run's own ---------------------------------------------------------
 
 
 def test_a_small_png_of_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):

@@ -215,12 +215,13 @@ class KVCache:
 
 @dataclass
 class FastDecoder:
-    """The compiled step (or the plain Decoder) and what it computes with: `forward` runs one step of rows over a
-    KVCache and stores their keys and values; chat.serving batches many sequences into those steps."""
+    """The compiled step (or the Decoder module, op by op) and what it computes with: `forward` runs one step of rows
+    over a KVCache and stores their keys and values; chat.llm.serving batches many sequences into those steps. The
+    step may be swapped between two steps (package.serve_while_building): the KV cache's layout is the same."""
 
     step: Callable  # (tokens, slots, positions, logit_rows, k_cache, v_cache) -> logits, k, v
     config: DecoderConfig
-    kind: str  # "aoti" (compiled package) or "eager" (tests, reference)
+    kind: str  # "aoti" (the compiled package), "kernels" (the C++ kernels op by op), "eager" (plain PyTorch)
 
     def new_cache(self, slots: int, context: int) -> KVCache:
         return KVCache(self.config, slots, context)
@@ -252,9 +253,10 @@ class FastDecoder:
 
 
 def eager_decoder(model: nn.Module, kernels: bool = False) -> FastDecoder:
-    """The same decoder without compilation (slow; for tests and as the reference of the compiled one): plain
-    PyTorch on the dequantized weights, or with `kernels` the C++ kernels called op by op (load_kernels() first)."""
+    """The same decoder without compilation: plain PyTorch on the dequantized weights (slow; the reference of the
+    compiled one), or with `kernels` the C++ kernels called op by op (load_kernels() first; what serves while the
+    compiled step builds)."""
     decoder = Decoder(model, kernels=kernels).eval()
-    return FastDecoder(decoder, decoder.config, "eager")
+    return FastDecoder(decoder, decoder.config, "kernels" if kernels else "eager")
 
 

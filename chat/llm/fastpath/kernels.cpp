@@ -1,5 +1,5 @@
-// The fast decoder's C++ kernels (chat/fastpath.py): products with llama.cpp's block-quantized weights, and the
-// attention of a batch of sequences over their KV cache slots.
+// The fast decoder's C++ kernels (chat/llm/fastpath/kernels.py loads them): products with llama.cpp's block-quantized
+// weights, and the attention of a batch of sequences over their KV cache slots.
 //
 // A matrix (N, K) is stored in blocks of 32 consecutive columns of a row, each block with its own fp32 scale:
 //   Q4_1 (the transformer layers): 16 bytes of 4-bit codes q in 0..15, byte j = q[j] | q[j + 16] << 4, and a min;
@@ -9,21 +9,20 @@
 // largest |x|), so a block's dot product is integer arithmetic: AVX2's vpmaddwd multiplies 16 pairs of 16-bit values
 // and adds neighbours into 8 int32 lanes. Per block: load, widen, mask / shift, two vpmaddwd, add, convert, one fused
 // multiply-add with the weights' scale; xscale multiplies the row's total once, and the Q4_1 min adds
-// min * sum(x over the block) (exact fp32 sums, one dot per row). A scale per block of x (as llama.cpp's int8 q8_1)
-// cost a multiply and a load per block and row: one scale per row made 8-row products 0.84x the time and one row's
-// 0.95x. It moves the decoder's probabilities from the fp32 model's by at most 0.64 percentage points (0.07 with a
-// scale per block; the fp32 model with llama.cpp's int8 blocks: 7.2): `python -m chat.bench rounding`.
+// min * sum(x over the block) (exact fp32 sums, one dot per row). One scale per row rather than per block of x (as
+// llama.cpp's int8 q8_1) saves a multiply and a load per block and row; what the rounding costs in accuracy is
+// measured by `python -m chat.bench rounding` (docs/fast-decoding.md).
 //
 // A batch of R input rows (the decode step of R sequences, or a prompt's chunk) reads and unpacks each weight block
 // once for a tile of up to 8 rows, which then cost only their two vpmaddwd and the scaling each: at 8 rows the
-// product runs ~2.5x more weights per second than one row at a time. Every row's arithmetic is the same sequence of
+// product runs several times more weights per second than one row at a time. Every row's arithmetic is the same sequence of
 // operations whatever the tile it sits in, so a sequence's result is bit for bit the same alone or in any batch.
 // One row alone (a single user decoding) takes a plain loop over the weight rows with those same operations: the
-// tiles' padded layout and vector bookkeeping made a lone row's products 13-27% slower than such a loop.
+// tiles' padded layout and vector bookkeeping would slow a lone row down.
 // Weight rows are split across OpenMP threads (torch's own pool: the library is built with -fopenmp like inductor's
 // code), handed out in ~64 grabs as the threads ask rather than in two fixed halves: in the app, Gradio's threads run
-// on the same two cores, and with fixed halves each preemption of one thread made the other wait for it at the end of
-// the product (with a busy thread taking 20-40% of one core: 8-row products 11-19% faster, 1-row 4-5%).
+// on the same two cores, and with fixed halves each preemption of one thread makes the other wait for it at the end
+// of the product.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -115,8 +114,8 @@ inline void quantize_block(const float* xb, float inverse, int16_t* codes, float
 
 // Quantize x's rows into q, the (row, block) pairs shared by the threads of the enclosing parallel region (a value
 // is the same whichever thread computes it); the loop's barrier leaves every block ready for the product. A thread
-// finds the scale of each row it meets itself (a scan of one row, ~0.1 us) rather than waiting at a second barrier
-// for a loop of scales: in the app a barrier is where a preempted thread holds the other.
+// finds the scale of each row it meets itself (a scan of one row) rather than waiting at a second barrier for a loop
+// of scales: in the app a barrier is where a preempted thread holds the other.
 void quantize_rows(const float* x, const QuantizedRows& q) {
   const int64_t k = q.blocks * kBlock;
   int64_t row = -1;
@@ -163,9 +162,8 @@ inline void tile(const uint8_t* codes, const float* scales, const float* mins, i
   for (int64_t b = 0; b < blocks; ++b) {
     for (int w = 0; w < W; ++w) {
       const uint8_t* c = codes + (w * blocks + b) * bytes;
-      // Tiles of fewer than 8 rows do too little per block to hide the wait for the codes from memory: fetching
-      // them 1 KB ahead made 2- and 4-row products 9-12% faster (the 1536-column down projection 23-34%); with 8
-      // rows it gained nothing, and one row alone is the same within noise.
+      // Tiles of fewer than 8 rows do too little per block to hide the wait for the codes from memory: they fetch
+      // them 1 KB ahead (8-row tiles gain nothing from it).
       if constexpr (T < kLanes) _mm_prefetch(reinterpret_cast<const char*>(c) + 1024, _MM_HINT_T0);
       __m256i first_half, second_half;  // the block's 32 codes as int16: columns 0..15 and 16..31
       if constexpr (Q4) {
@@ -227,9 +225,7 @@ inline void tile(const uint8_t* codes, const float* scales, const float* mins, i
 #endif
 
 // A tile's shape for its count of x rows: 4 weight rows for one x row, 2 for two, one from three up. Wider tiles
-// (2 weight rows x 4 x rows, 4 x 2) did not fit the 16 vector registers: the compiler kept their accumulators on the
-// stack, and inside the decode step 4-row products ran slower than 8-row ones (the 3072-row gate/up: 358-381 us at 4
-// rows, 304-319 us at 8; 208-220 us at 4 with one weight row per tile).
+// (2 weight rows x 4 x rows, 4 x 2) do not fit the 16 vector registers: their accumulators spill to the stack.
 // The Q8_0 matrix (the lm_head: 28 MB) is read from memory at its bandwidth, one row after the other.
 template <bool Q4, int T>
 inline int64_t tile_rows(int64_t n_left, const uint8_t* codes, const float* scales, const float* mins,
@@ -557,9 +553,8 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_new_in, const a
   const int64_t head_stride = context * hd, slot_stride = k_cache.size(1) * kv_heads * head_stride;
   // Tasks are handed out as the threads ask (rows attend over different lengths, and a preempted thread leaves its
   // share to the other). With several rows a task is a row's group of query heads that share one key / value head
-  // (3 for SmolLM2): the group's later heads find the keys and values in the core's cache instead of memory, which
-  // took attention at 8 rows to 0.65-0.70x the time. One row alone keeps a task per query head, nine, so both threads have work.
-  // A head's arithmetic is the same either way.
+  // (3 for SmolLM2): the group's later heads find the keys and values in the core's cache instead of memory. One row
+  // alone keeps a task per query head, nine, so both threads have work. A head's arithmetic is the same either way.
   const int64_t per_task = rows > 1 ? group : 1;
 #pragma omp parallel
   {

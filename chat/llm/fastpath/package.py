@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,7 +16,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from chat.llm.fastpath.decoder import Decoder, DecoderConfig, FastDecoder, decoder_config, supported
+from chat.llm.fastpath.decoder import (Decoder, DecoderConfig, FastDecoder, decoder_config, eager_decoder,
+                                      supported)
 from chat.llm.fastpath.kernels import PACKAGE_FORMAT, build_kernels, compiler, kernels_path, load_kernels
 
 
@@ -131,3 +135,88 @@ def prepare_decoder(model: nn.Module, device: torch.device,
         return None
 
 
+
+
+_KERNELS_BUILD = threading.Lock()
+
+
+def ensure_kernels(progress: Callable[[str], None] = print) -> Path:
+    """The compiled kernels' path, compiling them first if they are not cached (one compile at a time: a start runs
+    it early, beside the model's load, and whoever needs them next waits for it)."""
+    with _KERNELS_BUILD:
+        kernels = kernels_path()
+        if not kernels.exists():
+            progress("Fast path: compiling the quantized matrix kernels (once; about 15 s)…")
+            build_kernels(kernels)
+        return kernels
+
+
+def serve_while_building(model: nn.Module, device: torch.device,
+                         progress: Callable[[str], None] = print) -> FastDecoder | None:
+    """The fast decoder for a start whose package is not cached yet (a first start, or a CPU of another class than
+    the one it was built on): the C++ kernels, called op by op, serve as soon as they are compiled (seconds), while
+    the compiled step builds in a child process at the lowest CPU priority, so that the people chatting meanwhile
+    keep the cores; once built, it takes the kernels' place in the same FastDecoder between two steps (the serving
+    engine never stops). None (with a note) when the fast path cannot run this model."""
+    reason = unavailable_reason(model, device)
+    if reason is not None:
+        progress(f"Fast path off: {reason}; chat uses transformers' generate.")
+        return None
+    found = cached_decoder(model, device, progress)
+    if found is not None:
+        return found
+    try:
+        load_kernels(ensure_kernels(progress))
+        decoder = eager_decoder(model, kernels=True)
+    except Exception as error:
+        progress(f"Fast path unavailable ({type(error).__name__}: {str(error)[:300]}); chat uses transformers' "
+                 "generate.")
+        return None
+    progress("Fast path: the kernels serve now; the compiled step builds in the background (a minute or two).")
+    threading.Thread(target=_compile_then_swap, args=(model, decoder, progress), name="chatlab-build-step",
+                     daemon=True).start()
+    return decoder
+
+
+def _compile_then_swap(model: nn.Module, decoder: FastDecoder, progress: Callable[[str], None]) -> None:
+    """Build the package in `python -m chat.llm.fastpath.package FOLDER` at nice 19, then load it into `decoder`."""
+    target, folder = package_path(model), str(model.config._name_or_path)
+    done = subprocess.run([sys.executable, "-m", "chat.llm.fastpath.package", folder], capture_output=True,
+                          text=True, preexec_fn=_background_child)
+    if done.returncode != 0 or not target.exists():
+        progress(f"Fast path: the compiled step did not build ({done.stderr.strip()[-300:]}); the kernels keep "
+                 "serving.")
+        return
+    try:
+        compiled = load_package(model, target)
+    except Exception as error:
+        progress(f"Fast path: the compiled step does not load ({error}); the kernels keep serving.")
+        return
+    decoder.step, decoder.kind = compiled.step, compiled.kind  # the engine's next step runs it
+    progress("Fast path: the compiled step serves now.")
+
+
+def _background_child() -> None:
+    """In the child, before it runs: the lowest CPU priority, and (Linux) ended with the app that started it."""
+    os.nice(19)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build and cache the compiled step of the model in a folder (what serve_while_building runs)."""
+    from transformers import AutoModelForCausalLM
+
+    (folder,) = argv if argv is not None else sys.argv[1:]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    build_package(model, package_path(model), lambda line: print(line, file=sys.stderr))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
