@@ -29,6 +29,7 @@ class ReplyStream(Protocol):
     """A reply being written: iterate it for text deltas ("" while waiting); `cancel()` stops it from any thread."""
 
     prompt: Prompt  # what the model reads (a server's: the messages sent, its template where it shows it)
+    choices: list  # with `alternatives`: each token with its probabilities (chat.llm.sampling.TokenChoice)
     stats: generation.ReplyStats  # filled in when the reply ends
     place: int | None  # while waiting for a place in the serving engine: its number in line
 
@@ -42,8 +43,8 @@ class ChatBackend(Protocol):
     context_window: int | None  # tokens of prompt + reply; None: the server's own, unknown here
     where: str  # "" for a model in this process, else the server's URL
 
-    def stream_chat(self, messages: list[dict], params: GenerationParams,
-                    cancel: threading.Event | None = None) -> ReplyStream: ...
+    def stream_chat(self, messages: list[dict], params: GenerationParams, cancel: threading.Event | None = None,
+                    alternatives: int = 0, reply_prefix: list[int] = ()) -> ReplyStream: ...
 
     def next_token_session(self, text: str, chat: bool = False, k: int = 12) -> NextTokenSession: ...
 
@@ -61,8 +62,8 @@ class LocalBackend:
     def context_window(self) -> int:
         return self.loaded.context_window
 
-    def stream_chat(self, messages, params, cancel=None) -> generation.ChatStream:
-        return generation.stream_chat(messages, params, self.loaded, cancel)
+    def stream_chat(self, messages, params, cancel=None, alternatives=0, reply_prefix=()) -> generation.ChatStream:
+        return generation.stream_chat(messages, params, self.loaded, cancel, alternatives, reply_prefix)
 
     def next_token_session(self, text: str, chat: bool = False, k: int = 12) -> LocalSession:
         return LocalSession(text, self.loaded, chat)
@@ -81,8 +82,11 @@ class ServerBackend:
     def where(self) -> str:
         return self.server.url
 
-    def stream_chat(self, messages, params, cancel=None) -> remote.RemoteChatStream:
-        return remote.stream_chat(messages, params, self.server, cancel)
+    def stream_chat(self, messages, params, cancel=None, alternatives=0, reply_prefix=()) -> remote.RemoteChatStream:
+        if reply_prefix:
+            raise ValueError("A server cannot continue a half-written reply: an OpenAI chat request can only start a "
+                             "new one.")
+        return remote.stream_chat(messages, params, self.server, cancel, alternatives=alternatives)
 
     def next_token_session(self, text: str, chat: bool = False, k: int = 12) -> remote.RemoteSession:
         return remote.RemoteSession(text, self.server, chat, k)

@@ -23,7 +23,9 @@ from chat.llm import serving
 from chat.llm.models import LoadedModel, get_model
 from chat.llm.params import GenerationParams, validate
 from chat.llm.prompt import Prompt, build_prompt
-from chat.llm.sampling import SamplerProcessor, sampling_generator
+from chat.llm.sampling import SamplerProcessor, TokenChoice, sampling_generator
+from chat.llm.tokenizer import ModelTokenizer
+from chat.tokens import describe_bytes
 
 
 @dataclass
@@ -62,9 +64,32 @@ class _TimedStreamer(TextIteratorStreamer):
             self.tokens += int(value.numel())
         super().put(value)
 
+    def put_prefix(self, ids: list[int]) -> None:
+        """The start of the reply that was already written (a reply continued from one of its tokens): shown as the
+        reply's text, not counted as new tokens."""
+        if ids:
+            super().put(torch.tensor(ids))
+
     def on_finalized_text(self, text: str, stream_end: bool = False):
         self.shown = self.shown or bool(text)
         super().on_finalized_text(text, stream_end)
+
+
+class _AfterPrompt:
+    """The streamer as generate sees it: generate's first put (its input: the prompt and any reply prefix, already
+    put) is left out."""
+
+    def __init__(self, streamer: _TimedStreamer):
+        self.streamer, self.first = streamer, True
+
+    def put(self, value) -> None:
+        if self.first:
+            self.first = False
+        else:
+            self.streamer.put(value)
+
+    def end(self) -> None:
+        self.streamer.end()
 
 
 class _StopOnEvent(StoppingCriteria):
@@ -106,6 +131,20 @@ class ChatStream:
     error: BaseException | None = None
     text: str = ""
     _request: serving.Request | None = field(default=None, repr=False)  # the engine's, once submitted
+    _record: list = field(default_factory=list, repr=False)  # the plain path's token choices (alternatives > 0)
+    _tokenizer: object = field(default=None, repr=False)
+    reply_prefix: list[int] = field(default_factory=list)  # the reply's start it continues (token ids), if any
+    _done: bool = field(default=False, repr=False)  # iterated to its end: iterating again yields nothing
+
+    @property
+    def choices(self) -> list[TokenChoice]:
+        """Each new token with the probability it was drawn with and the model's likeliest tokens there (asked for
+        with `alternatives`): the "show probabilities" view."""
+        raw = self._request.choices if self._request is not None else self._record
+        bytes_of = ModelTokenizer(self._tokenizer).token_bytes
+        return [TokenChoice(token, token_text(bytes_of, token), prob, model_prob,
+                            tuple((i, token_text(bytes_of, i), p) for i, p in top))
+                for token, prob, model_prob, top in list(raw)]
 
     @property
     def tokens(self) -> int:
@@ -118,6 +157,8 @@ class ChatStream:
         return request.place if request is not None and not request.generated else None
 
     def __iter__(self) -> Iterator[str]:
+        if self._done:  # the streamer's end was read once: a second read would wait for ever
+            return
         finished = False
         try:
             while True:
@@ -137,6 +178,7 @@ class ChatStream:
                 self._cancel.set()
             self._worker.join()
             self._finish()
+            self._done = True
         if self.error is not None:
             raise RuntimeError(f"Generation failed: {self.error}") from self.error
 
@@ -168,19 +210,30 @@ class ChatStream:
 
 
 def stream_chat(messages: list[dict], params: GenerationParams = GenerationParams(),
-                loaded: LoadedModel | None = None, cancel: threading.Event | None = None) -> ChatStream:
+                loaded: LoadedModel | None = None, cancel: threading.Event | None = None, alternatives: int = 0,
+                reply_prefix: list[int] | tuple = ()) -> ChatStream:
     """Start a reply to `messages` ([{role, content}], last one the user's) and return its stream. Everything is
-    checked before any work starts; the worker holds one of the server's "chat" slots while it generates."""
+    checked before any work starts; the worker holds one of the server's "chat" slots while it generates.
+
+    `alternatives` > 0 records, for each new token, the probability it was drawn with and the model's that many
+    likeliest tokens (`stream.choices`). `reply_prefix` (token ids) continues a reply from its start: the stream's
+    text begins with it, its tokens are not new ones."""
     validate(params)
+    if not 0 <= int(alternatives) <= MAX_ALTERNATIVES:
+        raise ValueError(f"alternatives must be between 0 and {MAX_ALTERNATIVES}, got {alternatives}")
     loaded = loaded or get_model()
     cancel = cancel or threading.Event()
-    prompt = build_prompt(loaded, messages, params.max_new_tokens, cancel)
+    prefix = [int(i) for i in reply_prefix]
+    if any(not 0 <= i < len(loaded.tokenizer) for i in prefix):
+        raise ValueError("The reply's start holds a token outside the vocabulary.")
+    prompt = build_prompt(loaded, messages, params.max_new_tokens + len(prefix), cancel)
     streamer = _TimedStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=WAIT_POLL_S)
-    stats = ReplyStats(prompt_tokens=len(prompt.ids), dropped_messages=prompt.dropped,
+    stats = ReplyStats(prompt_tokens=len(prompt.ids) + len(prefix), dropped_messages=prompt.dropped,
                        context_window=loaded.context_window)
     stream = ChatStream(prompt, stats, streamer, None, cancel, time.perf_counter(),  # type: ignore[arg-type]
-                        params.max_new_tokens)
+                        params.max_new_tokens, _tokenizer=loaded.tokenizer, reply_prefix=prefix)
     generator = sampling_generator(params.seed)
+    ids = prompt.ids + prefix
 
     def work():
         try:
@@ -188,14 +241,17 @@ def stream_chat(messages: list[dict], params: GenerationParams = GenerationParam
                 if cancel.is_set():
                     streamer.end()
                     return
+                streamer.put(torch.tensor([prompt.ids]))  # left out of the text, as generate's input is
+                streamer.put_prefix(prefix)
                 fast = loaded.fast
                 if fast is None and loaded.upcoming_fast is not None:  # a start compiles the kernels (seconds):
                     fast = _wait(loaded.upcoming_fast, cancel)  # worth waiting for rather than generate's 2 slots
                 if fast is not None:
-                    _fast_generate(loaded, prompt.ids, params, streamer, cancel, generator, stream)
+                    _fast_generate(loaded, ids, params, streamer, cancel, generator, stream, alternatives)
                 else:  # generate runs a reply per thread: fewer at once
                     with budget.slot("plain-chat"):
-                        _plain_generate(loaded, prompt.ids, params, streamer, cancel, generator)
+                        _plain_generate(loaded, ids, params, streamer, cancel, generator,
+                                        stream._record if alternatives else None, alternatives)
         except BaseException as error:  # surfaced to the consumer, never lost in the thread
             stream.error = error
             streamer.end()
@@ -220,13 +276,14 @@ def _wait(upcoming, cancel: threading.Event):
 
 
 def _plain_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer, cancel,
-                    generator: torch.Generator) -> None:
-    """transformers' generate, each token chosen by the one sampler with this request's generator."""
-    processors = LogitsProcessorList([SamplerProcessor(params, generator)])
+                    generator: torch.Generator, record: list | None = None, alternatives: int = 0) -> None:
+    """transformers' generate, each token chosen by the one sampler with this request's generator (and recorded with
+    its probabilities in `record` when given)."""
+    processors = LogitsProcessorList([SamplerProcessor(params, generator, record, alternatives)])
     input_ids = torch.tensor([ids], device=loaded.device)
     with torch.inference_mode():
         loaded.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=_AfterPrompt(streamer),
             max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=processors,
             temperature=None, top_p=None, top_k=None, repetition_penalty=None,
             stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel)]),
@@ -234,15 +291,15 @@ def _plain_generate(loaded: LoadedModel, ids: list[int], params: GenerationParam
 
 
 def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams, streamer: _TimedStreamer, cancel,
-                   generator: torch.Generator | None = None, stream: ChatStream | None = None) -> None:
-    """The reply as one request of the batching engine (chat.serving), sampled with this request's generator; its
-    tokens feed the same streamer generate would (prompt first, then each token). `cancel` ends it at the
-    engine's next step, freeing its slot; `stream` gets the request (its place in line)."""
-    streamer.put(torch.tensor([ids]))
+                   generator: torch.Generator | None = None, stream: ChatStream | None = None,
+                   alternatives: int = 0) -> None:
+    """The reply as one request of the batching engine (chat.llm.serving), sampled with this request's generator;
+    its tokens feed the streamer. `cancel` ends it at the engine's next step, freeing its slot; `stream` gets the
+    request (its place in line, its recorded choices)."""
     try:
         engine = serving.engine_for(loaded)
         request = engine.submit(ids, params.max_new_tokens, params, loaded.stop_ids,
-                                cancel=cancel, generator=generator)
+                                cancel=cancel, generator=generator, alternatives=alternatives)
         if stream is not None:
             stream._request = request
         until = None  # tokens at once until the first words are out, then a batch per pace()
@@ -257,6 +314,18 @@ def _fast_generate(loaded: LoadedModel, ids: list[int], params: GenerationParams
             until = time.monotonic() + pace(engine.running) if streamer.shown else None
     finally:
         streamer.end()
+
+
+MAX_ALTERNATIVES = 10  # likeliest tokens recorded per step, at most
+
+
+def token_text(bytes_of, token_id: int) -> str:
+    """A token as text, or as its bytes (<0xE5 0xAE>) when it is only part of a character."""
+    data = bytes_of(token_id)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return describe_bytes(data)
 
 
 def chat_reply(messages: list[dict], params: GenerationParams = GenerationParams(),

@@ -37,6 +37,7 @@ from chat.llm.generation import ReplyStats
 from chat.llm.next_token import NextTokenSession
 from chat.llm.params import GenerationParams, validate
 from chat.llm.prompt import Prompt, normalize_messages
+from chat.llm.sampling import TokenChoice
 from chat.settings import ServerSettings
 
 TIMEOUT_S = ServerSettings.timeout  # no answer (or no next chunk) for this long: error
@@ -109,7 +110,7 @@ def _client(url: str, key: str, timeout: float) -> openai.OpenAI:
         found = _CLIENTS.get((url, key, timeout))
         if found is None:
             found = openai.OpenAI(base_url=url, api_key=key or NO_KEY, max_retries=0,
-                                  timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout)))
+                                  timeout=openai.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout)))
             _CLIENTS[(url, key, timeout)] = found
         return found
 
@@ -268,8 +269,9 @@ class RemoteChatStream:
     place = None  # a server has no line ChatLab can see
 
     def __init__(self, backend: Backend, prompt: Prompt, params: GenerationParams,
-                 cancel: threading.Event | None = None):
-        self.backend, self.prompt, self.params = backend, prompt, params
+                 cancel: threading.Event | None = None, alternatives: int = 0):
+        self.backend, self.prompt, self.params, self.alternatives = backend, prompt, params, alternatives
+        self.choices: list[TokenChoice] = []  # with `alternatives`: the server's logprobs of each token it sent
         self._cancel = cancel or threading.Event()
         self._response = None
         self._lock = threading.Lock()
@@ -298,6 +300,10 @@ class RemoteChatStream:
                     arrivals.put(delta)
                 if choice.finish_reason:
                     self._reason = choice.finish_reason
+                for item in (getattr(getattr(choice, "logprobs", None), "content", None) or []):
+                    self.choices.append(TokenChoice(
+                        None, item.token, math.exp(item.logprob), math.exp(item.logprob),
+                        tuple((None, t.token, math.exp(t.logprob)) for t in (item.top_logprobs or []))))
         except Exception as error:
             if not self._cancel.is_set():  # a stream closed under the reader is the stop, not a failure
                 self.error = explain(error, self.backend)
@@ -313,8 +319,10 @@ class RemoteChatStream:
                 completed = True
                 return
             try:
+                asked = {"logprobs": True, "top_logprobs": self.alternatives} if self.alternatives else {}
                 response = self.backend.client().chat.completions.create(
-                    model=self.backend.model, messages=self.prompt.messages, stream=True, **_sampling(self.params))
+                    model=self.backend.model, messages=self.prompt.messages, stream=True, **_sampling(self.params),
+                    **asked)
             except Exception as error:
                 self.error = explain(error, self.backend)
                 raise self.error from None
@@ -372,16 +380,18 @@ class RemoteChatStream:
 
 
 def stream_chat(messages: list[dict], params: GenerationParams, backend: Backend,
-                cancel: threading.Event | None = None, show_template: bool = True) -> RemoteChatStream:
+                cancel: threading.Event | None = None, show_template: bool = True,
+                alternatives: int = 0) -> RemoteChatStream:
     """Start a reply from the server (the request is sent when the stream is iterated). The model is checked
-    against the server's list first, so an unknown model is a clear error, not another model's answer."""
+    against the server's list first, so an unknown model is a clear error, not another model's answer. With
+    `alternatives`, the server is asked for each token's logprobs and its that many likeliest (`stream.choices`)."""
     validate(params)
     messages = normalize_messages(messages)
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("The conversation must end with a user message.")
     backend = resolve_model(backend)
     template = apply_template(backend, messages) if show_template else None
-    return RemoteChatStream(backend, Prompt(messages, template, [], 0), params, cancel)
+    return RemoteChatStream(backend, Prompt(messages, template, [], 0), params, cancel, alternatives)
 
 
 def chat_reply(messages: list[dict], params: GenerationParams, backend: Backend) -> tuple[str, ReplyStats]:

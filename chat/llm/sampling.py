@@ -8,6 +8,8 @@ shares (a seed set there is moved on by whoever samples next).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import LogitsProcessor
 
@@ -66,13 +68,38 @@ def probabilities(logits: torch.Tensor, params: GenerationParams) -> torch.Tenso
     return torch.zeros(logits.shape[0]).scatter_(0, candidates, probs)
 
 
+def draw(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None,
+         seen: torch.Tensor | None = None) -> tuple[int, float]:
+    """The next token and the probability it was drawn with: greedy (1.0), or one draw with `generator` from
+    `distribution` (logits are modified in place)."""
+    candidates, probs = distribution(logits, params, seen)
+    if candidates.numel() == 1:
+        return int(candidates[0]), 1.0
+    index = int(torch.multinomial(probs, 1, generator=generator))
+    return int(candidates[index]), float(probs[index])
+
+
 def choose(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None,
            seen: torch.Tensor | None = None) -> int:
     """The next token: greedy, or one draw with `generator` from `distribution` (logits are modified in place)."""
-    candidates, probs = distribution(logits, params, seen)
-    if candidates.numel() == 1:
-        return int(candidates[0])
-    return int(candidates[torch.multinomial(probs, 1, generator=generator)])
+    return draw(logits, params, generator, seen)[0]
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """One token of a reply as it was chosen: what the "show probabilities" view colours and explains."""
+
+    token_id: int | None  # None for a server's token (it sends text)
+    text: str  # the token's text ("" for the byte pieces of a character; `label` then shows the bytes)
+    prob: float  # the probability it was drawn with (after temperature, top-k, top-p; 1.0 when greedy)
+    model_prob: float  # the model's own probability for it (the raw distribution)
+    alternatives: tuple[tuple[int | None, str, float], ...]  # the model's most likely tokens there: (id, text, prob)
+
+
+def top_alternatives(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own distribution for one row: (all probabilities (V,), the ids of its k most likely tokens)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return probs, torch.topk(probs, k).indices
 
 
 class SamplerProcessor(LogitsProcessor):
@@ -80,12 +107,21 @@ class SamplerProcessor(LogitsProcessor):
     `choose` with this request's generator, and only that token is left possible, so generate's greedy pick takes
     it (generate has no generator argument). The repetition penalty looks at the row's ids, prompt included."""
 
-    def __init__(self, params: GenerationParams, generator: torch.Generator | None = None):
+    def __init__(self, params: GenerationParams, generator: torch.Generator | None = None,
+                 record: list | None = None, alternatives: int = 5):
         self.params = params
         self.generator = generator if generator is not None else sampling_generator(params.seed)
+        self.record, self.alternatives = record, alternatives  # record: (token, prob, model probs, top ids) per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        chosen = [choose(row.float().clone(), self.params, self.generator, ids) for ids, row in zip(input_ids, scores)]
+        chosen = []
+        for ids, row in zip(input_ids, scores):
+            if self.record is not None:
+                model, top = top_alternatives(row, self.alternatives)
+            token, prob = draw(row.float().clone(), self.params, self.generator, ids)
+            chosen.append(token)
+            if self.record is not None:
+                self.record.append((token, prob, float(model[token]), [(int(i), float(model[i])) for i in top]))
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(len(chosen)), torch.tensor(chosen)] = 0.0
         return out

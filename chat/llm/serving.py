@@ -39,7 +39,7 @@ import torch
 
 from chat import budget
 from chat.llm.params import GenerationParams
-from chat.llm.sampling import choose
+from chat.llm.sampling import draw, top_alternatives
 
 
 class Busy(budget.BusyError):
@@ -74,6 +74,8 @@ class Request:
     sampling: GenerationParams
     stop_ids: frozenset[int]
     logits_only: bool = False  # the next-token view: only the logits after ids, nothing generated
+    alternatives: int = 0  # > 0: record each token's probabilities and this many most likely tokens (`choices`)
+    choices: list = field(default_factory=list)  # per generated token: (id, drawn prob, model prob, [(id, prob)])
     cancel: threading.Event = field(default_factory=threading.Event)
     generated: list[int] = field(default_factory=list)
     slot: int | None = None
@@ -213,7 +215,8 @@ class Engine:
 
     def submit(self, ids: list[int], max_new_tokens: int, sampling: GenerationParams = GREEDY,
                stop_ids: frozenset[int] = frozenset(), logits_only: bool = False,
-               cancel: threading.Event | None = None, generator: torch.Generator | None = None) -> Request:
+               cancel: threading.Event | None = None, generator: torch.Generator | None = None,
+               alternatives: int = 0) -> Request:
         """Queue a request; it joins the batch at the next step when a slot is free. Raises Busy when the line is
         full, ValueError when the prompt and reply cannot fit the context. Setting `cancel` (or request.stop())
         ends it at the next step boundary. `generator` (else one seeded from sampling.seed) draws its tokens."""
@@ -222,7 +225,7 @@ class Engine:
         if len(ids) + max(max_new_tokens, 0) > self.context:
             raise ValueError(f"The prompt is {len(ids)} tokens and the reply may be {max_new_tokens}: together more "
                              f"than the model's context of {self.context} tokens.")
-        request = Request(list(ids), max_new_tokens, sampling, frozenset(stop_ids), logits_only)
+        request = Request(list(ids), max_new_tokens, sampling, frozenset(stop_ids), logits_only, alternatives)
         if cancel is not None:
             request.cancel = cancel
         if generator is not None:
@@ -405,10 +408,15 @@ class Engine:
                 if request.cancel.is_set():
                     self._finish(request, "cancelled")
                     continue
+                if request.alternatives:
+                    model, top = top_alternatives(row, request.alternatives)
                 if request.sampling.repetition_penalty == 1.0:  # nothing changes the row in place
-                    token = choose(row, request.sampling, request.generator)
+                    token, prob = draw(row, request.sampling, request.generator)
                 else:  # (an inference tensor: the penalty writes to a copy)
-                    token = choose(row.clone(), request.sampling, request.generator, request.seen())
+                    token, prob = draw(row.clone(), request.sampling, request.generator, request.seen())
+                if request.alternatives:
+                    request.choices.append((token, prob, float(model[token]),
+                                            [(int(i), float(model[i])) for i in top]))
                 request._emit(token)
                 if token in request.stop_ids:
                     self._finish(request, "stop")

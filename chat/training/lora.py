@@ -210,6 +210,7 @@ def _live_callback(run: LoraRun):
             run.step = state.global_step
             run.restore(run.diverge(f"a non-finite loss or weight at step {state.global_step}; "
                                     f"the {run.what_trains} of step {run.good_step} is kept"))
+            run.outcome = "diverged"
             control.should_training_stop = True
 
     return LiveCallback()

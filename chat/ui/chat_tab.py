@@ -13,7 +13,7 @@ from chat import budget, downloads
 from chat.llm import backends, generation, models, prompt as prompt_module, remote
 from chat.llm.params import LIMITS, GenerationParams
 from chat.settings import Settings
-from chat.ui import limits
+from chat.ui import chat_probabilities as probabilities, limits
 from chat.ui.handlers import bind
 from chat.ui.i18n import STRINGS, T, tr
 
@@ -134,26 +134,58 @@ def gauge_now(stream, chosen: backends.ChatBackend, request) -> str:
 
 def respond(message: str, history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
             max_new_tokens: int, repetition_penalty: float, seed: int, variant: str = "original",
-            server_url: str = "", server_model: str = "", server_key: str = "", request: gr.Request = None,
-            settings: Settings = Settings()):
-    """Stream a reply: yields (messages, stats, context gauge, prompt view) as tokens arrive. Every input is checked
-    before the model runs; a bad one is a clear gr.Error."""
+            server_url: str = "", server_model: str = "", server_key: str = "", show_probs: bool = False,
+            request: gr.Request = None, settings: Settings = Settings()):
+    """Stream a reply: yields (messages, stats, context gauge, prompt view, token view, tokens) as tokens arrive.
+    Every input is checked before the model runs; a bad one is a clear gr.Error."""
+    params = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+    yield from _reply(message, history, system, params, (variant, server_url, server_model, server_key), show_probs,
+                      [], request, settings)
+
+
+def continue_reply(history: list[dict], system: str, temperature: float, top_p: float, top_k: int,
+                   max_new_tokens: int, repetition_penalty: float, seed: int, variant: str, server_url: str,
+                   server_model: str, server_key: str, tokens: list[dict], index: int | None,
+                   alternative: int | None, request: gr.Request = None, settings: Settings = Settings()):
+    """"Continue from here with this one": the last reply again, its tokens kept up to the clicked one, that one
+    replaced by the chosen alternative, the rest written anew (with max new tokens more at most)."""
+    kept_ids = probabilities.prefix(tokens, index, alternative, request)
+    turns = list(history or [])
+    while turns and isinstance(turns[-1], dict) and turns[-1].get("role") == "assistant":
+        turns.pop()  # the reply (and its stats note) being rewritten
+    if not turns:
+        raise gr.Error(tr(request, "chat.prob_pick_token"))
+    _, text, prob = tokens[index]["alternatives"][int(alternative)]
+    kept = tokens[:index] + [{"id": kept_ids[-1], "text": text, "prob": prob, "model_prob": prob,
+                              "alternatives": tokens[index]["alternatives"], "picked": True}]
+    params = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+    for answer, *rest in _reply(turns[-1]["content"], turns[:-1], system, params,
+                                (variant, server_url, server_model, server_key), True, kept, request, settings):
+        yield (turns + (answer if isinstance(answer, list) else [{"role": "assistant", "content": answer}]), *rest)
+
+
+def _reply(message, history: list[dict], system: str, sampling: tuple, where: tuple, show_probs: bool,
+           kept: list[dict], request: gr.Request | None, settings: Settings):
+    """The reply both of the above stream: `sampling` the six generation settings, `where` (variant, server url,
+    model, key), `kept` the tokens of a reply it continues (their records, as the token view keeps them)."""
     if message is not None and not isinstance(message, (str, dict, list)):
         raise gr.Error(tr(request, "chat.bad_input", error=f"The message must be text, got {type(message).__name__}."))
     message = prompt_module.flatten_content(message)
     if not message.strip():
         raise gr.Error(tr(request, "chat.bad_input", error="Type a message first."))
+    variant, server_url, server_model, server_key = where
     cancel = threading.Event()
     key = getattr(request, "session_hash", None) or str(id(cancel))
     with _CANCELS_LOCK:  # the stop button can stop the prompt's trimming too
         _CANCELS[key] = cancel
     try:
-        params = GenerationParams.from_inputs(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        params = GenerationParams.from_inputs(*sampling)
         turns = conversation(history, system, message)
         if variant == "original" and not models.is_loaded(settings.model):
             gr.Info(tr(request, "chat.loading"))
         chosen = backend(variant, server_url, server_model, server_key, settings, request)
-        stream = chosen.stream_chat(turns, params, cancel)
+        stream = chosen.stream_chat(turns, params, cancel, probabilities.ALTERNATIVES if show_probs else 0,
+                                    [t["id"] for t in kept])
     except remote.RemoteError as error:
         _forget(key, cancel)
         raise gr.Error(tr(request, "chat.server_error", error=error)) from None
@@ -171,20 +203,22 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
         raise
     notes = tr(request, "chat.dropped", n=stream.prompt.dropped) if stream.prompt.dropped else ""
     header = prompt_panel(stream.prompt, chosen, request)
+    view = gr.update(value=None)  # the last reply's token view is cleared at once, filled when this one ends
     try:
         answer, shown_at, interval = "", 0.0, generation.REFRESH_S
         for delta in stream:
             if not delta:  # no token yet: say where the reply stands, and let Gradio close this if the user has gone
                 place = stream.place
                 waiting = tr(request, "chat.waiting", place=place) if place else notes
-                yield answer, waiting, gauge_now(stream, chosen, request), header
-                header = gr.skip()
+                yield answer, waiting, gauge_now(stream, chosen, request), header, view, gr.skip()
+                header = view = gr.skip()
                 continue
             answer += delta
             now = time.monotonic()
             if now - shown_at >= interval:  # the first token at once, then ~25 updates/s (fewer when crowded)
-                yield answer, notes, gauge_now(stream, chosen, request), header
-                header, shown_at, interval = gr.skip(), now, refresh_interval()  # the prompt view is sent once
+                yield answer, notes, gauge_now(stream, chosen, request), header, view, gr.skip()
+                header = view = gr.skip()  # the prompt view is sent once
+                shown_at, interval = now, refresh_interval()
     except remote.RemoteError as error:
         raise gr.Error(tr(request, "chat.server_error", error=error)) from None
     except RuntimeError as error:
@@ -196,7 +230,11 @@ def respond(message: str, history: list[dict], system: str, temperature: float, 
     line = stats_line(stream.stats, request)
     messages = [{"role": "assistant", "content": answer},
                 {"role": "assistant", "content": "", "metadata": {"title": line, "status": "done"}}]
-    yield messages, notes, gauge_now(stream, chosen, request), header
+    tokens = kept + probabilities.record(stream.choices) if show_probs else []
+    if show_probs and not stream.choices and stream.stats.new_tokens and chosen.where:
+        notes = tr(request, "chat.prob_server_none", model=chosen.title)  # a server that sends no logprobs
+    yield (messages, notes, gauge_now(stream, chosen, request), header,
+           probabilities.spans(tokens) if show_probs else None, tokens)
 
 
 def _forget(key: str, cancel: threading.Event) -> None:
@@ -230,7 +268,7 @@ def chat_endpoint(settings: Settings):
                 or "server" (the OpenAI-compatible server ChatLab was started with, --backend-url).
         """
         for answer, *_ in respond(message, history, system, temperature, top_p, top_k, max_new_tokens,
-                                  repetition_penalty, seed, model, "", "", "", request, settings):
+                                  repetition_penalty, seed, model, "", "", "", False, request, settings):
             yield answer if isinstance(answer, str) else answer[0]["content"]
 
     return chat
@@ -324,6 +362,12 @@ def build(settings: Settings) -> None:
                         connect = gr.Button(T("chat.server_connect"), scale=1, elem_id="chat-server-connect")
                     server_status = gr.Markdown(elem_id="chat-server-status")
                 notes = gr.Markdown(elem_id="chat-notes")
+                show_probs = gr.Checkbox(False, label=T("chat.prob_show"), info=T("chat.prob_show_info"),
+                                         elem_id="chat-show-probs")
+                token_view = gr.HighlightedText(label=T("chat.prob_view"), color_map=probabilities.COLORS,
+                                                show_legend=True, show_inline_category=False, combine_adjacent=False,
+                                                elem_id="chat-token-view", elem_classes="token-pane", render=False)
+                tokens = gr.State([])  # the last reply's tokens, probabilities and alternatives
                 chatbot = gr.Chatbot(height=460, elem_id="chat-chatbot", buttons=["copy"], label="SmolLM2")
                 first_event = limits.next_event_id()
                 interface = gr.ChatInterface(
@@ -331,19 +375,48 @@ def build(settings: Settings) -> None:
                     textbox=gr.Textbox(placeholder=T("chat.placeholder"), elem_id="chat-input", submit_btn=True,
                                        stop_btn=True),
                     additional_inputs=[system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
-                                       variant, server_url, server_model, server_key],
-                    additional_outputs=[notes, context, prompt],
+                                       variant, server_url, server_model, server_key, show_probs],
+                    additional_outputs=[notes, context, prompt, token_view, tokens],
                     examples=[[STRINGS[f"chat.example_{i}"][0]] for i in range(1, 5)],
                     run_examples_on_click=True, concurrency_limit=budget.limit("chat"), fill_height=False,
                 )
                 # its submit, retry, edit, example and API events run the model: they join the "chat" group
                 limits.join("chat", [fn for fn in limits.events_since(first_event)
                                      if fn.concurrency_limit == budget.limit("chat")])
+                with gr.Group(visible=False, elem_id="chat-probs") as probs_box:
+                    token_view.render()
+                    gr.Markdown(T("chat.prob_help"))
+                    with gr.Row(equal_height=False):
+                        top = gr.Label(label=T("chat.prob_top"), show_label=True, elem_id="chat-prob-top", scale=1)
+                        with gr.Column(scale=1):
+                            detail = gr.Markdown(elem_id="chat-prob-detail")
+                            alternative = gr.Radio([], label=T("chat.prob_alternative"), type="value",
+                                                   elem_id="chat-prob-alternative")
+                            again = gr.Button(T("chat.prob_continue"), elem_id="chat-prob-continue")
+                selected = gr.State(None)  # the clicked token's index
         gr.api(chat_endpoint(settings), api_name="chat", **limits.heavy("chat"))
         interface.textbox.stop(stop_reply, None, None, queue=False, api_visibility="private")
         chatbot.change(export, [chatbot, system], [export_md, export_json], api_visibility="private",
                        show_progress="hidden", trigger_mode="always_last")
-        gr.on([chatbot.clear], lambda: ("", "", []), None, [notes, context, prompt], api_visibility="private")
+        gr.on([chatbot.clear], lambda: ("", "", [], None, []), None, [notes, context, prompt, token_view, tokens],
+              api_visibility="private")
+        show_probs.change(lambda on: gr.update(visible=on), show_probs, probs_box, queue=False,
+                          api_visibility="private")
+
+        def clicked(tokens_now: list[dict], evt: gr.SelectData, request: gr.Request):
+            return probabilities.detail(tokens_now, evt.index if isinstance(evt.index, int) else -1, request)
+
+        token_view.select(clicked, tokens, [top, detail, alternative, selected], api_visibility="private",
+                          queue=False)
+        gr.on([token_view.change], lambda: (None, "", gr.update(choices=[], value=None), None), None,
+              [top, detail, alternative, selected], api_visibility="private", queue=False)
+        again.click(bind(continue_reply, settings=settings),
+                    [chatbot, system, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, variant,
+                     server_url, server_model, server_key, tokens, selected, alternative],
+                    [chatbot, notes, context, prompt, token_view, tokens], api_visibility="private",
+                    **limits.heavy("chat")).then(lambda value: (value, value), chatbot,
+                                                 [interface.chatbot_state, interface.chatbot_value], queue=False,
+                                                 api_visibility="private")
         variant.change(lambda chosen: gr.update(visible=chosen == "server"), variant, server_box, queue=False,
                        api_visibility="private")
         gr.on([connect.click, server_url.submit], bind(list_server_models, settings=settings), [server_url, server_key, server_model],

@@ -149,3 +149,56 @@ def test_the_real_model_answers_a_simple_question_right(chat_model):
     text, _ = generation.chat_reply([{"role": "user", "content": "What is 2+2? Answer with the number."}],
                                     GenerationParams(temperature=0, max_new_tokens=16), chat_model)
     assert "4" in text
+
+
+def test_recorded_probabilities_leave_the_reply_unchanged_and_explain_each_token(loaded):
+    """The "show probabilities" view: each new token with the probability it was drawn with and the model's own
+    likeliest tokens; recording changes nothing in what is drawn."""
+    params = GenerationParams(temperature=0.9, top_k=20, top_p=0.9, max_new_tokens=12, seed=11)
+    plain = generation.stream_chat(ASK, params, loaded)
+    text = "".join(plain)
+    shown = generation.stream_chat(ASK, params, loaded, alternatives=4)
+    assert "".join(shown) == text and plain.choices == []
+    choices = shown.choices
+    assert len(choices) == shown.stats.new_tokens > 0
+    tokenizer = loaded.tokenizer
+    assert tokenizer.decode([c.token_id for c in choices], skip_special_tokens=True) == text
+    for choice in choices:
+        assert len(choice.alternatives) == 4 and 0 < choice.prob <= 1 and 0 < choice.model_prob < 1
+        probs = [p for _, _, p in choice.alternatives]
+        assert probs == sorted(probs, reverse=True)  # the model's likeliest first
+        assert choice.model_prob <= probs[0] + 1e-6
+        in_top = [p for i, _, p in choice.alternatives if i == choice.token_id]
+        assert not in_top or abs(in_top[0] - choice.model_prob) < 1e-5
+
+
+def test_greedy_choices_are_the_models_top_token_drawn_for_sure(loaded):
+    stream = generation.stream_chat(ASK, GREEDY, loaded, alternatives=3)
+    list(stream)
+    assert stream.choices and all(c.prob == 1.0 and c.token_id == c.alternatives[0][0] for c in stream.choices)
+
+
+def test_a_reply_continued_from_its_own_start_is_the_same_reply(loaded):
+    """reply_prefix: greedy decoding from the reply's first tokens gives the rest of that reply; from another token
+    it goes elsewhere, its text starting with the kept part."""
+    first = generation.stream_chat(ASK, GREEDY, loaded, alternatives=3)
+    text = "".join(first)
+    ids = [c.token_id for c in first.choices]
+    assert len(ids) > 6
+    rest = dataclasses.replace(GREEDY, max_new_tokens=len(ids) - 4)  # max_new_tokens counts new tokens only
+    again = generation.stream_chat(ASK, rest, loaded, alternatives=3, reply_prefix=ids[:4])
+    assert "".join(again) == text
+    assert again.stats.new_tokens == len(ids) - 4 and len(again.choices) == len(ids) - 4
+    other = first.choices[4].alternatives[1][0]  # the model's second choice at token 5
+    turned = generation.stream_chat(ASK, GREEDY, loaded, reply_prefix=ids[:4] + [other])
+    kept = loaded.tokenizer.decode(ids[:4] + [other], skip_special_tokens=True)
+    reply = "".join(turned)
+    assert reply.startswith(kept) and reply != text
+    assert "".join(turned) == "" and turned.text == reply  # a stream read to its end reads as empty, not for ever
+
+
+def test_bad_probability_requests_are_clear_errors(tiny_chat):
+    with pytest.raises(ValueError, match="alternatives must be between 0 and 10"):
+        generation.stream_chat(ASK, GREEDY, tiny_chat, alternatives=11)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        generation.stream_chat(ASK, GREEDY, tiny_chat, reply_prefix=[10**9])
