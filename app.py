@@ -1,23 +1,20 @@
 """ChatLab: a hands-on "how ChatGPT works" app. `python app.py` serves it on http://127.0.0.1:7860.
 
 This file parses the flags into one settings object (chat.settings), assembles the tabs (one module each under
-chat/ui/), and sets up the queue, i18n and MCP.
+chat/ui/), and sets up the queue, i18n and MCP. Gradio and the tabs are imported when the app is built, so that a
+start begins loading the model (and compiling the fast decoder's kernels) while they import.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import gradio as gr
-from PIL import Image
-
-from chat import budget
-from chat.llm import models, tokenizer
-from chat.mnist import sketch
 from chat.settings import ModelSettings, ServerSettings, Settings
-from chat.ui import (chat_tab, feedback_tab, finetune_tab, i18n, inside_tab, mnist_tab, next_token_tab, tinygpt_tab,
-                     tokens_tab)
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 DELETE_CACHE = (600, 3600)  # Gradio's cache (uploads, files it serves): every 10 minutes, files older than an hour go
 CSS = """
@@ -28,6 +25,15 @@ CSS = """
 
 
 def build_app(settings: Settings = Settings()) -> gr.Blocks:
+    import gradio as gr
+    from PIL import Image
+
+    from chat import budget
+    from chat.llm import tokenizer
+    from chat.mnist import sketch
+    from chat.ui import (chat_tab, feedback_tab, finetune_tab, i18n, inside_tab, mnist_tab, next_token_tab,
+                         tinygpt_tab, tokens_tab)
+
     budget.configure(settings)
     # any picture Gradio itself decodes (the sketchpad's) is refused beyond 2x this; classify_digit checks before that
     Image.MAX_IMAGE_PIXELS = sketch.MAX_IMAGE_PIXELS
@@ -64,6 +70,10 @@ def keep_page_renders_private(demo: gr.Blocks) -> None:
 
 def launch_options(settings: Settings = Settings()) -> dict:
     """What every launch of ChatLab passes to Gradio (the CLI here, and the tests)."""
+    import gradio as gr
+
+    from chat.ui import i18n
+
     return {"i18n": i18n.I18N, "css": CSS, "theme": gr.themes.Soft(), "max_file_size": settings.max_file_size}
 
 
@@ -104,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         from chat.paths import install_missing_data_packages
 
         install_missing_data_packages(Path(__file__).with_name("requirements-nodeps.txt"))
+    from chat.llm import models
+
     models.preload_in_background(settings.model)
     build_app(settings).launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                                mcp_server=settings.mcp, **launch_options(settings))

@@ -383,6 +383,11 @@ def get_model(settings: ModelSettings = ModelSettings(), progress: Callable[[str
         return _SHARED[settings]
 
 
+def _quietly(work: Callable, *args) -> None:
+    with contextlib.suppress(Exception):
+        work(*args)
+
+
 def preload_in_background(settings: ModelSettings = ModelSettings()) -> threading.Thread:
     """Load (and on the first start convert) the model while the server starts, printing progress. When the fast
     CPU decoder's package is not cached, its kernels compile beside the load and serve as soon as they are ready,
@@ -400,8 +405,7 @@ def preload_in_background(settings: ModelSettings = ModelSettings()) -> threadin
         from chat.llm.fastpath import package
 
         if settings.fast:  # g++ works on the other core while the model loads (a failure is reported below)
-            threading.Thread(target=lambda: contextlib.suppress(Exception)(package.ensure_kernels)(say),
-                             daemon=True).start()
+            threading.Thread(target=_quietly, args=(package.ensure_kernels, say), daemon=True).start()
         try:
             loaded = get_model(settings, prepared=mark)
             print(f"ChatLab: {loaded.title} ready ({loaded.source}, {loaded.load_seconds:.1f} s)")
