@@ -254,6 +254,7 @@ def cold(users: int = 8, wait_s: float = 10.0, new_tokens: int = 64) -> dict:
     ttft = [r[0] for r in done]
     return {
         "users": users, "arrived_after_page_s": wait_s, "new_tokens": new_tokens,
+        "replies": [r[2] if r in done else None for r in results],
         "page_answered_s": round(page_s, 1),
         "errors": users - len(done), "error_messages": sorted({str(r)[:160] for r in results if r not in done}),
         "ttft_p50_s": round(percentile(ttft, 0.5), 2) if ttft else None,

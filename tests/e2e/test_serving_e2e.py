@@ -58,3 +58,15 @@ def test_four_concurrent_streams_all_answer_in_shared_batched_steps(app_url, eng
         alone = list(Client(app_url, verbose=False).submit(QUESTIONS[i], [], "", 0.0, 0.9, 50, 32, 1.0, -1,
                                                            api_name="/chat"))
         assert alone[-1] == finals[i]
+
+
+def test_a_cold_start_answers_four_users_at_once_without_a_busy_error():
+    """The app started on a cache that holds the converted model but nothing of the fast decoder (no package, no
+    kernels): four users who chat the moment the page answers are all answered, none turned away as busy, while the
+    decoder is built behind them."""
+    from chat.bench.serve import cold
+
+    report = cold(users=4, wait_s=0.0, new_tokens=24)
+    assert report["errors"] == 0, report["error_messages"]
+    assert all(reply and reply.strip() for reply in report["replies"]), report["replies"]
+    assert "language model" in report["replies"][0].lower()  # an answer to its question, not noise
