@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     parser.add_argument("--beta", type=float, default=None, help="DPO beta (default: the preset's)")
     parser.add_argument("--ask", action="append", default=[], help="a prompt answered before and after (repeat)")
+    parser.add_argument("--from-finetune", metavar="DIR",
+                        help="start from a fine-tuned model: the adapter saved by python -m chat.finetune --save DIR "
+                             "(or the Fine-tune tab's adapter.zip), merged into the chat model; it is then DPO's "
+                             "reference and the 'before' answers")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args(argv)
     from chat.llm.models import get_model
@@ -37,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_seconds": args.max_seconds, "max_steps": args.steps, "learning_rate": args.lr,
             "beta": args.beta}.items() if v is not None}})
         base = get_model()
+        if args.from_finetune:
+            from chat.training.lora import load_adapter
+
+            base = load_adapter(base, args.from_finetune)
         started = time.perf_counter()
         rm = train_reward_model(pairs, system, base)
         rm_seconds = time.perf_counter() - started
@@ -55,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = {"reward_model_accuracy": round(rm_accuracy, 3) if held_out else None,
               "reward_model_train_accuracy": round(rm.train_accuracy, 3),
-              "reward_model_seconds": round(rm_seconds, 2), "held_out_pairs": len(held_out)}
+              "reward_model_seconds": round(rm_seconds, 2), "held_out_pairs": len(held_out),
+              "started_from": base.title}
     result |= summary(run) | {"asks": [{k: r[k] for k in ("question", "before", "after", "before_reward",
                                                             "after_reward")} for r in run.comparisons]}
     if args.json:

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     parser.add_argument("--ask", action="append", default=[], help="a question answered before and after (repeat)")
+    parser.add_argument("--save", help="save the adapter (PEFT's folder) here: python -m chat.feedback "
+                        "--from-finetune DIR starts DPO from it")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args(argv)
     try:
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.save and run.trained:
+        run.model.save_pretrained(args.save)
     rows = {kind: [r for r in run.comparisons if r["kind"] == kind] for kind in ("ask", "held_out", "control")}
     result = summary(run) | {
         "wall_seconds": round(time.perf_counter() - started, 2),

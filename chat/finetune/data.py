@@ -61,7 +61,7 @@ def preset(key: str, name: str | None = None) -> Preset:
     if key not in PRESETS:
         raise TrainingError("preset", f"Unknown preset {key!r}: use one of {', '.join(PRESETS)}", preset=key)
     raw = PRESETS[key]
-    name = check_name(name if name is not None else raw.get("default_name", ""))
+    name = check_name(name if name is not None else raw.get("default_name", ""), required="default_name" in raw)
 
     def fill(text: str) -> str:
         return text.replace("{name}", name)
@@ -72,10 +72,22 @@ def preset(key: str, name: str | None = None) -> Preset:
                   [(q, answers) for q, answers in raw["controls"]], expect, name if "default_name" in raw else "")
 
 
-def check_name(name: str) -> str:
+SPECIAL_MARK = re.compile(r"<\|.*?\|>|<\|endoftext\|>|</?s>")  # <|im_start|>-style markers, which a tokenizer
+# reads as control tokens, not as the name's letters
+
+
+def check_name(name: str, required: bool = False) -> str:
+    """The identity preset's new name, spaces collapsed; TrainingError when it is empty (if `required`), too long,
+    or holds a special-token marker such as <|im_start|> (the model would read a control token, not a name)."""
     name = " ".join(str(name or "").split())
+    if required and not name:
+        raise TrainingError("name_empty", "Type the name the model should learn.")
     if len(name) > MAX_NAME:
         raise TrainingError("name", f"The name is {len(name)} characters; at most {MAX_NAME}.", limit=MAX_NAME)
+    marker = SPECIAL_MARK.search(name)
+    if marker:
+        raise TrainingError("name_special", f"The name holds {marker.group(0)}, a special-token marker: "
+                            "use letters, digits, spaces or punctuation.", marker=marker.group(0))
     return name
 
 

@@ -58,3 +58,21 @@ def is_right(answer: str, words: list[str]) -> bool:
     """Whether an answer contains one of the words a right answer contains (case-insensitive)."""
     text = answer.lower()
     return any(word.lower() in text for word in words)
+
+
+def loops(answer: str, times: int = 3) -> bool:
+    """Whether an answer has degenerated into a loop: some run of 6 words (12 characters, in text without spaces
+    such as Chinese) comes back `times` times or more. A list repeats its pattern ("a fruit that is") but not 6 words
+    of it; "la femme au martyre, la femme au martyre, ..." does at once."""
+    words = answer.split()
+    if len(words) < 0.1 * len(answer):  # mostly unspaced text: count characters
+        units, n = [c for c in answer if not c.isspace()], 12
+    else:
+        units, n = [w.strip(".,;:!?\"'()").lower() for w in words], 6
+    seen: dict[tuple, int] = {}
+    for i in range(len(units) - n + 1):
+        gram = tuple(units[i:i + n])
+        seen[gram] = seen.get(gram, 0) + 1
+        if seen[gram] >= times:
+            return True
+    return False

@@ -25,7 +25,7 @@ import torch
 
 from chat.llm.backends import TUNED, TunedModel, tuned_view
 from chat.training import run as runs
-from chat.training.run import Run
+from chat.training.run import Run, TrainingError
 
 # The bounds every LoRA run shares (what a remote user can start is bounded in size and time).
 MAX_CHARS = 1500  # per prompt, response or answer in the data: longer is refused, never silently cut
@@ -287,3 +287,46 @@ def zip_adapter(model, path: Path, extra: dict[str, str] | None = None) -> Path:
                 archive.write(file, f"adapter/{file.name}")
     return path
 
+
+
+def merged_base(base, tuned_model, title: str):
+    """`base` (a LoadedModel) as a later stage starts from it: `tuned_model`'s adapter merged into a full copy of
+    base's weights (DPO from the fine-tuned model: its original, its reference and its "before" answers are then the
+    fine-tuned model). Costs one copy of the weights (~540 MB for SmolLM2 in fp32); base is untouched."""
+    import dataclasses
+    from concurrent.futures import Future
+
+    from chat.llm.models import ReplyTracker
+
+    model = copy.deepcopy(tuned_model).merge_and_unload()  # a deep copy owns its tensors: merging is safe here
+    model.eval().requires_grad_(False)
+    ready = Future()
+    ready.set_result(model)
+    return dataclasses.replace(base, name=f"{base.name} + {title}", title=title, transformers_model=ready,
+                               source="tuned", fast=None, upcoming_fast=None, lock=threading.Lock(),
+                               replies=ReplyTracker())
+
+
+def load_adapter(base, path: str | Path, title: str = ""):
+    """A saved adapter (a PEFT folder, or the tab's adapter.zip) merged onto base: see merged_base. TrainingError
+    when the path holds no adapter or one made for another model."""
+    from peft import PeftModel
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="chatlab-adapter-") as unpacked:
+        folder = path
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(unpacked)
+            found = sorted(Path(unpacked).rglob("adapter_config.json"))
+            folder = found[0].parent if found else Path(unpacked)
+        if not (folder / "adapter_config.json").is_file():
+            raise TrainingError("adapter", f"No adapter in {path}: expected a folder with adapter_config.json "
+                                "(python -m chat.finetune --save DIR) or the Fine-tune tab's adapter.zip.",
+                                path=str(path))
+        try:
+            tuned = PeftModel.from_pretrained(copy.deepcopy(base.model), folder)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise TrainingError("adapter", f"The adapter in {path} does not fit {base.title}: {error}",
+                                path=str(path)) from None
+    return merged_base(base, tuned, title or f"{base.title} + SFT ({path.name})")

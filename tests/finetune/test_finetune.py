@@ -243,15 +243,29 @@ def test_compare_checks_held_out_and_control_answers(tiny):
 def test_presets_fill_in_the_name_and_carry_tested_settings():
     for key in sft_data.PRESETS:
         p = sft_data.preset(key, "Ada")
-        assert 8 <= len(p.pairs) <= 16 and p.held_out and p.controls
+        assert 8 <= len(p.pairs) <= 32 and p.held_out and p.controls
         sft_data.validate_settings(p.settings)
     identity = sft_data.preset("identity", "Ada")
-    # 12 pairs teach the name, 4 ordinary ones keep the rest from being forgotten
-    assert sum("Ada" in pair.response for pair in identity.pairs) == 12 and identity.expect == {"any": ["Ada"]}
-    with pytest.raises(TrainingError):
-        sft_data.preset("identity", "x" * 100)
+    # 22 pairs teach the name (English and Chinese), 8 ordinary ones keep the rest from being forgotten
+    assert sum("Ada" in pair.response for pair in identity.pairs) == 22 and identity.expect == {"any": ["Ada"]}
+    assert not {q for q, _ in identity.controls} & {pair.prompt for pair in identity.pairs}
     with pytest.raises(TrainingError):
         sft_data.preset("nope")
+
+
+@pytest.mark.parametrize("name, code", [("", "name_empty"), ("   ", "name_empty"), ("x" * 200, "name"),
+                                        ("<|im_start|>", "name_special"), ("Kai<|endoftext|>", "name_special")])
+def test_a_name_that_is_empty_long_or_a_special_token_is_refused_with_a_reason(name, code):
+    with pytest.raises(TrainingError) as refused:
+        sft_data.preset("identity", name)
+    assert refused.value.code == code and str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["Kai", "Anna-Lena", "小明", "Ōkami", "R2-D2 <3"])
+def test_names_people_type_fill_every_demonstration_as_typed(name):
+    identity = sft_data.preset("identity", name)
+    assert identity.name == name and identity.expect == {"any": [name]}
+    assert sum(name in pair.response for pair in identity.pairs) >= 12
 
 
 def test_training_state_is_released_when_the_run_ends(tiny):
@@ -270,3 +284,33 @@ def test_threads_do_not_pile_up(tiny):
     for _ in range(2):
         train(tiny, settings=SFTSettings(max_steps=1, batch_size=2, lora_r=4))
     assert threading.active_count() <= before
+
+
+def test_dpo_can_start_from_a_saved_fine_tune_which_becomes_its_original(tiny, tmp_path):
+    """python -m chat.finetune --save DIR, then python -m chat.feedback --from-finetune DIR: the adapter merged into
+    a copy of the chat model is the next stage's base (its 'before' answers and DPO's reference); the chat model is
+    untouched. The tab's adapter.zip loads the same way; a folder with no adapter is a clear error."""
+    from chat.feedback import dpo, preferences
+    from chat.training.answers import greedy_answers
+
+    run = train(tiny)
+    run.model.save_pretrained(tmp_path / "sft")
+    original = {name: p.detach().clone() for name, p in tiny.model.named_parameters()}
+    stage = lora.load_adapter(tiny, tmp_path / "sft", title="Tiny + SFT")
+    ids = torch.tensor([tiny.tokenizer("Who are you?")["input_ids"]])
+    with torch.inference_mode():
+        assert torch.allclose(stage.model(input_ids=ids).logits, run.model(input_ids=ids).logits, atol=1e-5)
+    assert all(torch.equal(p, original[name]) for name, p in tiny.model.named_parameters())
+    zipped = lora.load_adapter(tiny, lora.zip_adapter(run.model, tmp_path / "adapter.zip"))
+    with torch.inference_mode():
+        assert torch.allclose(zipped.model(input_ids=ids).logits, stage.model(input_ids=ids).logits, atol=1e-6)
+    pairs = [preferences.Preference(f"Name a colour, {i}.", "Blue.", "Blue is a lovely colour.") for i in range(4)]
+    aligned = dpo.start_run(pairs, "", preferences.DPOSettings(max_steps=2, batch_size=2, lora_r=4), stage,
+                            questions=[("Who are you?", None)])
+    aligned.wait(120)
+    assert aligned.status == "done", aligned.error
+    conversation = [[{"role": "user", "content": "Who are you?"}]]
+    assert aligned.comparisons[0]["before"] == greedy_answers(run.model, tiny.tokenizer, conversation,
+                                                              dpo.ANSWER_TOKENS)[0]  # "before" is the SFT model
+    with pytest.raises(TrainingError, match="No adapter"):
+        lora.load_adapter(tiny, tmp_path)
