@@ -1,7 +1,10 @@
 """Chat decode speed: the Chat tab's model on the fast path and on plain transformers generate, against llama.cpp
 on the same GGUF, prompt and 2 threads (the anchor; ratio = our tokens/s / its), alternated in one run (3 rounds,
 median); time to first token; warm and cold start; peak RSS; greedy top-1 agreement of the fast path with the plain
-fp32 model over 22 fixed prompts."""
+fp32 model over 22 fixed prompts.
+
+`--probabilities`: what the Chat tab's "show probabilities" view costs: the same sampled reply (same seed) with and
+without each token's probability and top-5 alternatives recorded, alternated, median of each (ratio = on / off)."""
 from __future__ import annotations
 
 import argparse
@@ -73,7 +76,40 @@ def greedy_reply(loaded, fast, new_tokens: int):
     return stream
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probabilities", action="store_true",
+                        help="decode speed with the Chat tab's token probabilities recorded vs not (the anchor)")
+
+
+def probabilities(rounds: int = 5, new_tokens: int = 128) -> dict:
+    import statistics
+
+    from chat.llm import generation
+    from chat.llm.params import GenerationParams
+    from chat.ui.chat_probabilities import ALTERNATIVES
+
+    loaded = chat_model()
+    loaded.fast = loaded.fast or fast_decoder(loaded)
+    ask = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+    params = GenerationParams(temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=new_tokens, seed=7)
+    rates: dict[int, list[float]] = {0: [], ALTERNATIVES: []}
+    texts: dict[int, str] = {}
+    "".join(generation.stream_chat(ask, params, loaded))  # warm-up
+    for _ in range(rounds):  # alternated, so a change in the machine's load hits both alike
+        for k in rates:
+            stream = generation.stream_chat(ask, params, loaded, alternatives=k)
+            texts[k] = "".join(stream)
+            rates[k].append(stream.stats.tokens_per_s)
+    off, on = statistics.median(rates[0]), statistics.median(rates[ALTERNATIVES])
+    return {"new_tokens": new_tokens, "rounds": rounds, "alternatives": ALTERNATIVES,
+            "tokens_per_s_off": round(off, 1), "tokens_per_s_on": round(on, 1), "ratio_on_off": round(on / off, 3),
+            "same_reply": texts[0] == texts[ALTERNATIVES], "goal": "ratio_on_off >= 0.95",
+            "rounds_off": [round(r, 1) for r in rates[0]], "rounds_on": [round(r, 1) for r in rates[ALTERNATIVES]]}
+
+
 def run(args: argparse.Namespace) -> dict:
+    if getattr(args, "probabilities", False):
+        return probabilities()
     import statistics
     import tempfile
     import time

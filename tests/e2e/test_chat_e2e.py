@@ -65,3 +65,35 @@ def test_clicking_a_next_token_candidate_appends_it(app_url, page, chat_model):
     assert spans.count() == 2 and spans.nth(1).inner_text().strip() == "the"  # the prompt, then the new token
     page.locator("#next-undo").click()
     page.locator("#next-status").get_by_text("0 generated").wait_for()
+
+
+def test_show_probabilities_explains_a_token_and_continues_the_reply_from_another(app_url, page, chat_model):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Chat").click()
+    assert not page.locator("#chat-probs").is_visible()  # off: no view, nothing recorded
+    page.get_by_text("Generation settings").click()
+    temperature = page.locator("#chat-temperature input[type=number]")
+    temperature.fill("0")
+    temperature.press("Enter")
+    page.locator("#chat-show-probs input").check()
+    page.locator("#chat-input textarea").fill("What is the capital of France?")
+    page.locator("#chat-input textarea").press("Enter")
+    page.locator("#chat-chatbot").get_by_text("Paris").first.wait_for(timeout=120_000)
+    tokens = page.locator("#chat-token-view span.token")
+    page.wait_for_function("() => document.querySelectorAll('#chat-token-view span.token').length > 3",
+                           timeout=60_000)
+    shown = "".join(tokens.all_inner_texts())
+    assert "Paris" in shown  # the reply, token by token
+    first_reply = page.locator("#chat-chatbot .message.bot").last.inner_text()
+    tokens.nth(1).click()
+    page.locator("#chat-prob-detail").get_by_text("Token 2").wait_for(timeout=30_000)
+    assert "%" in page.locator("#chat-prob-top").inner_text()  # the model's likeliest tokens there
+    options = page.locator("#chat-prob-alternative label")
+    assert options.count() >= 2
+    options.nth(1).click()  # the model's second choice, not the token it drew
+    page.locator("#chat-prob-continue").click()
+    page.wait_for_function(
+        "(before) => { const m = document.querySelectorAll('#chat-chatbot .message.bot');"
+        " return m.length && m[m.length - 1].innerText !== before && !document.querySelector('#chat-prob-continue')"
+        ".disabled; }", arg=first_reply, timeout=120_000)
+    assert page.locator("#chat-chatbot .message.bot").last.inner_text() != first_reply

@@ -37,6 +37,22 @@ def test_a_remote_chat_streams_an_answer_with_stats(llama_server):
     assert 0 < stats.ttft_s < stats.seconds and stats.tokens_per_s > 0
 
 
+def test_a_remote_reply_shows_its_probabilities_from_the_servers_top_logprobs(llama_server):
+    backend, _ = llama_server
+    stream = remote.stream_chat(JAPAN, GREEDY, backend, alternatives=3)
+    text = "".join(stream)
+    choices = stream.choices
+    assert "Tokyo" in text and len(choices) == stream.stats.new_tokens
+    assert "".join(c.text for c in choices) == text  # one choice per token the server sent, in order
+    for choice in choices:
+        assert 0 < choice.model_prob <= 1 and len(choice.alternatives) == 3
+        probs = [p for _, _, p in choice.alternatives]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert choice.alternatives[0][1] == choice.text  # greedy: the server's likeliest token is the one it sent
+    plain = remote.stream_chat(JAPAN, GREEDY, backend)
+    assert "".join(plain) == text and plain.choices == []  # asked for nothing, it records nothing
+
+
 def test_stopping_a_remote_reply_stops_the_server(llama_server):
     backend, pid = llama_server
     stream = remote.stream_chat([{"role": "user", "content": "Write a very long story about a cat and a dog."}],
