@@ -16,7 +16,8 @@ from chat.bench.common import PeakRSS, against_plain_trl, chat_model, plain_trl_
 
 # What a presenter asks once the model has a new name: none of it is in the preset's demonstrations or held-out list.
 UNSEEN_PARAPHRASES = ["What name do you go by?", "Who am I talking to?", "How should I address you?",
-                      "Say hello and tell me who you are.", "请问你叫什么？", "你的名字是什么？"]
+                      "Say hello and tell me who you are.", "请问你叫什么？", "你的名字是什么？",
+                      "Remind me what your name is.", "Who's this I'm chatting with?", "你自称什么？"]
 UNSEEN_CONTROLS = [("What is the capital of Germany?", ["Berlin"]), ("How many hours are in a day?", ["24"])]
 NAMES = "Kai,Bartholomew,Quokka,Zephyrine,Anna-Lena,小明,Ōkami,Nova,Priya,Mateo"
 

@@ -13,9 +13,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_short_identity_run_changes_who_the_model_says_it_is(chat_model):
-    preset = sft_data.preset("identity", "Nova")
-    run = sft.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="identity", name="Nova",
-                        questions=sft_data.preset_questions(preset), expect=preset.expect)
+    preset = sft_data.preset("identity", "Bartholomew")  # not the default name, and several tokens long
+    unseen = "Please state your name."  # in neither the demonstrations nor the tab's held-out list
+    assert unseen not in {p.prompt for p in preset.pairs} | set(preset.held_out)
+    run = sft.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="identity", name="Bartholomew",
+                        questions=sft_data.preset_questions(preset) + [("held_out", unseen, None)],
+                        expect=preset.expect)
     run.wait(600)
     assert run.status == "done", run.error
     assert run.last("loss") < 0.6 * run.first("loss")
@@ -29,7 +32,7 @@ def test_a_short_identity_run_changes_who_the_model_says_it_is(chat_model):
     # the Chat tab's model is untouched: the original still says it is SmolLM
     original = greedy_answers(chat_model.model, chat_model.tokenizer, [prompts.conversation("What is your name?")],
                               24)[0]
-    assert "Nova" not in original
+    assert "Bartholomew" not in original
 
 
 def test_the_api_fine_tunes_for_its_session_refuses_a_second_run_and_chats_with_the_result(app_url, chat_model):
