@@ -17,6 +17,7 @@ BENCHMARKS = {
     "serve": "serve",
     "mnist": "mnist",
     "tinygpt": "tinygpt",
+    "recipe": "recipe",
     "finetune": "finetune",
     "feedback": "feedback",
     "reward": "reward",

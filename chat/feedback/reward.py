@@ -6,7 +6,7 @@ and then optimises the chat model against it. Here r is a linear head on the fro
 the residual stream after layer 9 of 30, averaged over the answer's tokens and standardised (`FEATURE_LAYER`; the
 forward pass stops there, so a score costs a third of a forward pass). It is
 fit in well under a second (L-BFGS, L2-regularised) on a few dozen pairs, where TRL's RewardTrainer (a LoRA
-sequence-classification model) took minutes on 2 cores for the same held-out accuracy (README: measured).
+sequence-classification model) took minutes on 2 cores for the same held-out accuracy (docs/feedback.md).
 
 `best_of_n` is "alignment without training": sample n answers, keep the one the reward model scores highest.
 """
@@ -19,7 +19,7 @@ import torch
 
 from chat.llm.prompt import conversation
 
-FEATURE_LAYER = 0.3  # which layer's residual stream, as a fraction of the depth (layer 9 of 30; README: measured)
+FEATURE_LAYER = 0.3  # which layer's residual stream, as a fraction of the depth (layer 9 of 30; docs/feedback.md)
 L2 = 1e-2  # weight decay of the head: a few dozen pairs, 576 features
 
 
@@ -110,6 +110,14 @@ def fit(model, tokenizer, pairs: list[tuple[str, str, str]], system: str = "") -
     layer = feature_layer(model)
     chosen = features(model, tokenizer, [(p, c) for p, c, _ in pairs], system, layer)
     rejected = features(model, tokenizer, [(p, r) for p, _, r in pairs], system, layer)
+    weight, mean, std, accuracy = fit_head(chosen, rejected)
+    return RewardModel(weight, mean, std, layer, system, accuracy, len(pairs))
+
+
+def fit_head(chosen: torch.Tensor, rejected: torch.Tensor, l2: float = L2
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The Bradley–Terry fit on any features: chosen and rejected (pairs, d) → (weight (d,), mean (d,), std (d,),
+    training accuracy), r(h) = weight · (h - mean) / std. Tiny GPT's reward model uses it on its own features."""
     both = torch.cat([chosen, rejected])
     mean, std = both.mean(0), both.std(0).clamp_min(1e-4)
     diff = (chosen - rejected) / std  # (pairs, hidden): the mean cancels in a difference
@@ -118,14 +126,14 @@ def fit(model, tokenizer, pairs: list[tuple[str, str, str]], system: str = "") -
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.softplus(-(diff @ weight)).mean() + L2 * weight.square().sum()
+        loss = torch.nn.functional.softplus(-(diff @ weight)).mean() + l2 * weight.square().sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
     weight = weight.detach()
     accuracy = float(((diff @ weight) > 0).float().mean())
-    return RewardModel(weight, mean, std, layer, system, accuracy, len(pairs))
+    return weight, mean, std, accuracy
 
 
 def scores(reward: RewardModel, model, tokenizer, items: list[tuple[str, str]]) -> list[float]:

@@ -52,37 +52,48 @@ def loss_of(model: GPT2LMHeadModel, x: torch.Tensor, y: torch.Tensor, reduction:
     """Cross-entropy (nats) of next-token predictions; positions with target -100 don't count. Computed here
     rather than by passing labels, which would shift them again and predict one position less."""
     logits = model(input_ids=x).logits  # (B, T, vocab)
-    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum")
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="sum")
     return loss if reduction == "sum" else loss / (y != -100).sum().clamp_min(1)
 
 
 
-def save_model(run: TrainingRun, folder: str | Path) -> Path:
-    """transformers' save_pretrained folder + the tokenizer's files + tinygpt.json (tokenizer kind, format)."""
+def save_folder(model: GPT2LMHeadModel, tokenizer, folder: str | Path, meta: dict) -> Path:
+    """transformers' save_pretrained folder + the tokenizer's files + tinygpt.json (the tokenizer's kind, the
+    format, and `meta`: what made the model)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    run.model.save_pretrained(folder)
-    run.tokenizer.save(folder)
-    meta = {"tokenizer": run.tokenizer.kind, "format": "User: <message>\\nBot: <reply>\\n",
-            "lang": run.config.lang, "topics": run.corpus.topics, "steps": run.step,
-            "config": {k: v for k, v in asdict(run.config).items()}}
+    model.save_pretrained(folder)
+    tokenizer.save(folder)
+    meta = {"tokenizer": tokenizer.kind, "format": "User: <message>\\nBot: <reply>\\n", **meta}
     (folder / TOKENIZER_META).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder
 
 
+def save_model(run: TrainingRun, folder: str | Path) -> Path:
+    """A pretraining run's model, with its corpus and settings."""
+    dialogs = run.text.dialogs
+    return save_folder(run.model, run.tokenizer, folder, {
+        "stage": "pretrain", "corpus": run.config.corpus, "lang": run.config.lang,
+        "topics": dialogs.topics if dialogs else [], "steps": run.step, "config": dict(asdict(run.config))})
+
+
+def read_meta(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / TOKENIZER_META).read_text(encoding="utf-8"))
+
+
 def load_model(folder: str | Path) -> tuple[GPT2LMHeadModel, CharTokenizer | BPETokenizer]:
     folder = Path(folder)
-    meta = json.loads((folder / TOKENIZER_META).read_text(encoding="utf-8"))
-    tokenizer = TOKENIZERS[meta["tokenizer"]].load(folder)
+    tokenizer = TOKENIZERS[read_meta(folder)["tokenizer"]].load(folder)
     model = GPT2LMHeadModel.from_pretrained(folder).eval()
     return model, tokenizer
 
 
-def export_zip(run: TrainingRun, path: str | Path) -> Path:
-    """The saved model folder as one zip file (what the Download button serves)."""
+def export_zip(run: TrainingRun, path: str | Path, save=None) -> Path:
+    """The saved model folder as one zip file (what the Download button serves); `save(folder)` writes it
+    (a pretraining run's by default)."""
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_model(run, Path(tmp) / "tinygpt")
+        folder = (save or (lambda f: save_model(run, f)))(Path(tmp) / "tinygpt")
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(folder.iterdir()):
                 archive.write(file, f"tinygpt/{file.name}")

@@ -9,7 +9,6 @@ import torch
 from chat.tinygpt.data import dialog_segments
 
 
-
 class CharTokenizer:
     """One token per character seen in the corpus; id 0 stands for any character it has never seen."""
 
@@ -142,7 +141,36 @@ def encode_segments(tokenizer, segments: list[tuple[str, bool]]) -> tuple[list[i
 
 def encode_conversations(tokenizer, conversations: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids (N,) int64, bot_mask (N,) bool) of the conversations one after the other."""
-    ids, bot = encode_segments(tokenizer, [s for turns in conversations for s in dialog_segments(turns)])
+    return encode_documents(tokenizer, [dialog_segments(turns) for turns in conversations])
+
+
+def encode_documents(tokenizer, documents: list[list[tuple[str, bool]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (N,) int64, bot_mask (N,) bool) of documents given as (text, is_bot_reply) pieces, one after the other."""
+    ids, bot = encode_segments(tokenizer, [piece for document in documents for piece in document])
     return torch.tensor(ids, dtype=torch.long), torch.tensor(bot, dtype=torch.bool)
+
+
+def newline_tokens(tokenizer) -> torch.Tensor:
+    """(vocab,) bool: the tokens whose text holds a newline (a turn ends at one)."""
+    return torch.tensor(["\n" in tokenizer.decode([i]) for i in range(tokenizer.vocab_size)])
+
+
+def hf_tokenizer(tokenizer):
+    """The tokenizer as transformers' PreTrainedTokenizerFast, for TRL's trainers (which pad with it and decode
+    with it); the newline is its end-of-text and padding token, as in the model's config."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if tokenizer.kind == "bpe":
+        inner = tokenizer.tokenizer
+        newline = inner.id_to_token(tokenizer.newline_id)
+    else:  # one token per character: a word-level model over single characters
+        inner = Tokenizer(models.WordLevel({c: i for i, c in enumerate(tokenizer.chars)}, unk_token=tokenizer.UNKNOWN))
+        # one piece per character; (?m) lets "." match a newline too (Oniguruma's flag)
+        inner.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
+        inner.decoder = decoders.Fuse()
+        newline = "\n"
+    return PreTrainedTokenizerFast(tokenizer_object=inner, eos_token=newline, pad_token=newline,
+                                   clean_up_tokenization_spaces=False)
 
 

