@@ -14,7 +14,7 @@ from chat.feedback.preferences import DPOSettings, Preference, dpo_rows, triples
 from chat.llm.params import GenerationParams
 from chat.llm.prompt import conversation
 from chat.training import lora, run as runs
-from chat.training.answers import BEFORE, greedy_answers, is_right
+from chat.training.answers import BEFORE, greedy_answers, is_right, loops
 from chat.training.run import TrainingError
 
 ANSWER_TOKENS = 128  # greedy tokens per held-out answer (long enough to see an answer get shorter)
@@ -30,6 +30,14 @@ class DPORun(lora.LoraRun):
     reward_model: reward.RewardModel | None = None
     comparisons: list[dict] = field(default_factory=list)  # before/after answers with reward scores
     questions: list[tuple[str, list[str] | None]] = field(default_factory=list)
+    own: list[str] = field(default_factory=list)  # the presenter's own prompts among the questions
+
+
+def loss_args(settings: DPOSettings) -> dict:
+    """DPOConfig's loss: DPO's sigmoid loss, plus the chosen answers' next-token loss when `sft_weight` > 0."""
+    if settings.sft_weight <= 0:
+        return {}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(settings.sft_weight)]}
 
 
 def kl_from_reference(model, tokenizer, texts: list[tuple[str, str]], system: str = "") -> float:
@@ -84,7 +92,7 @@ def _make_trainer(run: DPORun, base, kl_texts: list[tuple[str, str]]):
         config = DPOConfig(**lora.cpu_training_args(
             learning_rate=s.learning_rate, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
             seed=s.seed, data_seed=s.seed, beta=s.beta, max_length=512, precompute_ref_log_probs=True,
-            precompute_ref_batch_size=8))
+            precompute_ref_batch_size=8, **loss_args(s)))
         # the KL callback must log before the live one reads the logs (callbacks run in order)
         return DPOTrainer(model=run.model, args=config, train_dataset=Dataset.from_list(dpo_rows(run.pairs,
                                                                                                    run.system)),
@@ -148,7 +156,7 @@ def compare(base, policy, questions: list[tuple[str, list[str] | None]], system:
     rows = []
     for (question, words), old, new, s_old, s_new in zip(questions, before, after, score_before, score_after):
         row = {"question": question, "before": old, "after": new, "before_chars": len(old), "after_chars": len(new),
-               "before_reward": s_old, "after_reward": s_new}
+               "before_reward": s_old, "after_reward": s_new, "before_loops": loops(old), "after_loops": loops(new)}
         if words:
             row["before_ok"], row["after_ok"] = is_right(old, words), is_right(new, words)
         rows.append(row)

@@ -35,9 +35,13 @@ class DPOSettings:
     lora_layers: int = 15  # adapt the top N transformer blocks (0 = all 30): fewer train faster (docs/finetune.md)
     max_seconds: float = 150.0  # time budget: training stops when it is spent
     seed: int = 0
+    # weight of a next-token loss on the chosen answers beside DPO's (TRL's loss_type ["sigmoid", "sft"], as in RPO):
+    # DPO alone can widen the margin by making both answers unlikely, and the policy then drifts into a register of
+    # its own on prompts unlike the pairs; the extra term keeps the chosen answers likely, so their style is what moves
+    sft_weight: float = 0.0
 
 
-LIMITS = {"beta": (0.01, 1.0), "learning_rate": (1e-7, 1e-2)} | lora.LIMITS
+LIMITS = {"beta": (0.01, 1.0), "learning_rate": (1e-7, 1e-2), "sft_weight": (0.0, 2.0)} | lora.LIMITS
 
 
 def validate_settings(settings: DPOSettings) -> DPOSettings:
@@ -61,6 +65,23 @@ def preset(key: str) -> FeedbackPreset:
     return FeedbackPreset(key, DPOSettings(**raw["settings"]),
                           [Preference(*p) for p in data["pairs"]], [Preference(*p) for p in data["held_out_pairs"]],
                           [(q, words) for q, words in data["held_out"]])
+
+
+MAX_OWN_PROMPTS = 4  # a presenter's own prompts, answered before and after DPO beside the preset's
+
+
+def own_prompts(text: str) -> list[str]:
+    """A presenter's own prompts, one per line (blank lines skipped); TrainingError for more than MAX_OWN_PROMPTS or
+    one longer than MAX_CHARS."""
+    prompts = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    if len(prompts) > MAX_OWN_PROMPTS:
+        raise TrainingError("too_many_prompts", f"{len(prompts)} prompts: at most {MAX_OWN_PROMPTS}, one per line.",
+                            n=len(prompts), limit=MAX_OWN_PROMPTS)
+    for prompt in prompts:
+        if len(prompt) > MAX_CHARS:
+            raise TrainingError("prompt_long", f"A prompt is {len(prompt)} characters; at most {MAX_CHARS}.",
+                                chars=len(prompt), limit=MAX_CHARS)
+    return prompts
 
 
 def validate_pairs(pairs: list[Preference]) -> list[Preference]:

@@ -70,14 +70,15 @@ def frame_pairs(frame) -> list[Preference]:
 
 def load_preset(key: str, request: gr.Request):
     if key == CUSTOM:
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     try:
         p = preferences.preset(key)
     except TrainingError as error:
         _fail(request, error)
     s = p.settings
     about = tr(request, f"feedback.about_{key}")
-    return pairs_frame(p.pairs), s.beta, s.learning_rate, s.max_steps, s.batch_size, s.lora_layers, s.max_seconds, about
+    return (pairs_frame(p.pairs), s.beta, s.learning_rate, s.max_steps, s.batch_size, s.lora_layers, s.max_seconds,
+            s.sft_weight, about)
 
 
 def import_jsonl(file, request: gr.Request):
@@ -232,17 +233,20 @@ def comparison_html(run: dpo.DPORun | None, request: gr.Request | None) -> str:
     if run is None or not run.comparisons:
         return f'<p id="feedback-compare-empty">{html.escape(tr(request, "feedback.no_comparison"))}</p>'
 
-    def cell(text: str, chars: int, score, ok) -> str:
-        mark = "" if ok is None else (" ✅" if ok else " ❌")
+    def cell(text: str, chars: int, score, ok, looped: bool = False) -> str:
+        mark = ("" if ok is None else (" ✅" if ok else " ❌")) + (f" 🔁 {tr(request, 'feedback.loops')}" if looped else "")
         extra = tr(request, "feedback.chars", n=chars) + (f" · {tr(request, 'feedback.score', score=score)}"
                                                           if score is not None else "")
         return f'<td>{html.escape(text)}{mark}<br><small style="opacity:.7">{html.escape(extra)}</small></td>'
 
     head = "".join(f"<th>{html.escape(tr(request, k))}</th>" for k in
                    ("feedback.col_prompt", "feedback.col_before", "feedback.col_after"))
-    rows = [f'<tr class="feedback-row"><td><b>{html.escape(r["question"])}</b></td>'
-            f'{cell(r["before"], r["before_chars"], r["before_reward"], r.get("before_ok"))}'
-            f'{cell(r["after"], r["after_chars"], r["after_reward"], r.get("after_ok"))}</tr>' for r in run.comparisons]
+    yours = tr(request, "feedback.yours")
+    rows = [f'<tr class="feedback-row{" feedback-own" if r["question"] in run.own else ""}"><td><b>'
+            f'{html.escape(r["question"])}</b>{f"<br><small>{html.escape(yours)}</small>" if r["question"] in run.own else ""}'
+            f'</td>{cell(r["before"], r["before_chars"], r["before_reward"], r.get("before_ok"), r.get("before_loops"))}'
+            f'{cell(r["after"], r["after_chars"], r["after_reward"], r.get("after_ok"), r.get("after_loops"))}</tr>'
+            for r in run.comparisons]
     n = len(run.comparisons)
     before = sum(r["before_chars"] for r in run.comparisons) / n
     after = sum(r["after_chars"] for r in run.comparisons) / n
@@ -252,9 +256,32 @@ def comparison_html(run: dpo.DPORun | None, request: gr.Request | None) -> str:
               rb=sum(rewards_b) / len(rewards_b) if rewards_b else 0.0,
               ra=sum(rewards_a) / len(rewards_a) if rewards_a else 0.0)
     title = html.escape(tr(request, "feedback.compare_title", tokens=dpo.ANSWER_TOKENS))
+    reach = carry_over(run, request)
     return (f'<div id="feedback-compare" data-mean-before="{before:.1f}" data-mean-after="{after:.1f}">'
-            f'<p><b>{title}</b></p><p>{html.escape(mean)}</p><table style="width:100%;font-size:0.92em">'
+            f'<p><b>{title}</b></p><p>{html.escape(mean)}</p>{reach}<table style="width:100%;font-size:0.92em">'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+CARRIED = -0.10  # the presenter's prompts count as moved when their answers got at least 10% shorter
+
+
+def _change(rows: list[dict]) -> float:
+    before = sum(r["before_chars"] for r in rows)
+    return (sum(r["after_chars"] for r in rows) - before) / max(before, 1)
+
+
+def carry_over(run: dpo.DPORun, request: gr.Request | None) -> str:
+    """Whether the change reached the presenter's own prompts, and why not when it did not (only for the concise
+    presets, whose effect is a length): DPO moves what its pairs show, and little beyond."""
+    own = [r for r in run.comparisons if r["question"] in run.own]
+    preset_rows = [r for r in run.comparisons if r["question"] not in run.own]
+    if not own or not preset_rows or run.preset not in ("concise", "overoptimise"):
+        return ""
+    mine, theirs = _change(own), _change(preset_rows)
+    key = "feedback.carried" if mine <= CARRIED else "feedback.not_carried"
+    state = "yes" if mine <= CARRIED else "no"
+    return (f'<p id="feedback-carry" data-carried="{state}">'
+            f'{html.escape(tr(request, key, mine=mine, preset=theirs))}</p>')
 
 
 def render(run: dpo.DPORun | None, request: gr.Request | None):
@@ -269,18 +296,22 @@ def render(run: dpo.DPORun | None, request: gr.Request | None):
             comparison_html(run, request))
 
 
-def start(frame, key, beta, lr, steps, batch, layers, budget, rm: TrainedReward | None, previous,
-          request: gr.Request, settings: Settings = Settings()):
+def start(frame, key, beta, lr, steps, batch, layers, budget, sft_weight, own_text, rm: TrainedReward | None,
+          previous, request: gr.Request, settings: Settings = Settings()):
     if previous is not None and not previous.finished:
         previous.stop.set()
         previous.wait(30)
     try:
         chosen = DPOSettings(beta=float(beta), learning_rate=float(lr), max_steps=int(steps),
-                             batch_size=int(batch), lora_layers=int(layers), max_seconds=float(budget))
-        questions = preferences.preset(key if key in preferences.PRESETS else "concise").held_out
+                             batch_size=int(batch), lora_layers=int(layers), max_seconds=float(budget),
+                             sft_weight=float(sft_weight))
+        own = preferences.own_prompts(own_text)
+        held = preferences.preset(key if key in preferences.PRESETS else "concise").held_out
+        questions = held + [(p, None) for p in own if p not in {q for q, _ in held}]
         run = dpo.start_run(frame_pairs(frame), "", chosen, base=models.get_model(settings.model),
                             session=_session(request), preset_key=key if key != CUSTOM else "",
                             reward_model=rm.model if rm else None, questions=questions)
+        run.own = own
     except (TrainingError, Busy, models.ModelLoadError) as error:
         _fail(request, error)
     except (TypeError, ValueError) as error:  # an emptied number box
@@ -415,6 +446,12 @@ def build(settings: Settings) -> None:
                                info=T("finetune.layers_info"), elem_id="feedback-layers")
             budget = gr.Slider(*preferences.LIMITS["max_seconds"], value=s.max_seconds, step=5,
                                label=T("finetune.budget"), elem_id="feedback-budget")
+            sft_weight = gr.Slider(*preferences.LIMITS["sft_weight"], value=s.sft_weight, step=0.1,
+                                   label=T("feedback.sft_weight"), info=T("feedback.sft_weight_info"),
+                                   elem_id="feedback-sft-weight")
+        own_prompts = gr.Textbox(label=T("feedback.own_prompts"), info=T("feedback.own_prompts_info"), lines=2,
+                                 max_lines=preferences.MAX_OWN_PROMPTS, elem_id="feedback-own-prompts",
+                                 max_length=preferences.MAX_OWN_PROMPTS * (lora.MAX_CHARS + 1))
         with gr.Row():
             start_btn = gr.Button(T("feedback.start"), variant="primary", scale=2, elem_id="feedback-start")
             stop_btn = gr.Button(T("finetune.stop"), variant="stop", scale=1, elem_id="feedback-stop")
@@ -436,7 +473,7 @@ def build(settings: Settings) -> None:
         picked = [pending, answer_a, answer_b, score_a, score_b, table, key]
         for button, which in ((pick_a, "a"), (pick_b, "b"), (both_bad, "both_bad"), (skip, "skip")):
             button.click(_picker(which), [pending, table], picked, api_visibility="private")
-        preset_outputs = [table, beta, lr, steps, batch, layers, budget, about]
+        preset_outputs = [table, beta, lr, steps, batch, layers, budget, sft_weight, about]
         load.click(load_preset, key, preset_outputs, api_visibility="private")
         key.change(load_preset, key, preset_outputs, api_visibility="private")
         upload.upload(import_jsonl, upload, [table, key], api_visibility="private")
@@ -444,7 +481,8 @@ def build(settings: Settings) -> None:
         train_rm.click(bind(train_reward, settings=settings), [table, key], [rm, rm_status], **heavy)
         bon.click(bind(best_of_n, settings=settings), [bon_prompt, n, rm], bon_out, **heavy)
         outputs = [run, progress, rewards_plot, health_plot, comparison]
-        start_btn.click(bind(start, settings=settings), [table, key, beta, lr, steps, batch, layers, budget, rm, run],
+        start_btn.click(bind(start, settings=settings),
+                        [table, key, beta, lr, steps, batch, layers, budget, sft_weight, own_prompts, rm, run],
                         outputs, show_progress="hidden", concurrency_limit=2, concurrency_id="chatlab-tuning",
                         api_visibility="private")
         stop_btn.click(stop, run, None, queue=False, api_visibility="private")

@@ -3,36 +3,20 @@ DPO run moves the answers; the tab in a real Chromium (pick answers, reward mode
 from __future__ import annotations
 
 import re
-import statistics
 
 import pytest
 
-from chat.feedback import dpo, preferences, reward
-
 pytestmark = pytest.mark.e2e
 
-
-def test_the_concise_preset_learns_its_preference_and_dpo_shortens_answers(chat_model):
-    preset = preferences.preset("concise")
-    rm = dpo.train_reward_model(preset.pairs, "", chat_model)
-    assert reward.accuracy(rm, chat_model.model, chat_model.tokenizer,
-                           preferences.triples(preset.held_out_pairs)) >= 0.85
-    questions = preset.held_out[:4]
-    run = dpo.start_run(preset.pairs, "", preset.settings, chat_model, preset_key="concise", reward_model=rm,
-                        questions=questions)
-    run.wait(600)
-    assert run.status == "done", run.error
-    assert run.last("rewards/margins") > 0 and run.last("rewards/accuracies") >= 0.75
-    assert run.last("kl") > 0
-    before = statistics.mean(r["before_chars"] for r in run.comparisons)
-    after = statistics.mean(r["after_chars"] for r in run.comparisons)
-    assert after < 0.85 * before, run.comparisons  # the behaviour measurably moved toward the preference
-    # and the reward model agrees the new answers are more what was preferred
-    assert statistics.mean(r["after_reward"] for r in run.comparisons) > statistics.mean(
-        r["before_reward"] for r in run.comparisons)
+UNSEEN = [("What is the capital of Canada?", ["Ottawa"]), ("Why do leaves change colour in autumn?", None),
+          ("Give me a tip for learning a new language.", None), ("Name four musical instruments.", None)]
 
 
-def test_the_tab_collects_a_preference_fits_a_reward_model_and_runs_dpo(app_url, page, chat_model):
+def test_the_tab_collects_a_preference_fits_a_reward_model_and_dpo_shortens_a_presenters_prompts(app_url, page,
+                                                                                               chat_model):
+    """The concise preset through the tab, as a presenter runs it: one pick of their own added to its pairs, the
+    reward model, DPO to the end, then answers before and after on the preset's held-out prompts and on prompts the
+    presenter typed, which no preset shows: shorter, the fact kept, no loop."""
     page.goto(app_url)
     page.get_by_role("tab", name="Human feedback").click()
     page.locator("#feedback-status-line[data-status=idle]").wait_for()
@@ -49,18 +33,27 @@ def test_the_tab_collects_a_preference_fits_a_reward_model_and_runs_dpo(app_url,
     page.locator("#feedback-train-rm").click()
     page.locator("#feedback-rm-status[data-trained='1']").wait_for(timeout=120_000)
     assert "accuracy" in page.locator("#feedback-rm-status").inner_text()
-    page.locator("#feedback-steps input[type=number]").fill("30")
-    page.locator("#feedback-steps input[type=number]").press("Enter")
+    page.locator("#feedback-own-prompts textarea").fill("\n".join(q for q, _ in UNSEEN))
     page.locator("#feedback-start").click()
     page.wait_for_function("() => +document.querySelector('#feedback-status-line').dataset.step >= 2",
                            timeout=240_000)
     page.wait_for_function("() => document.querySelectorAll('#feedback-rewards-plot svg path, "
                            "#feedback-rewards-plot canvas').length > 0")
     assert "margin" in page.locator("#feedback-stats").inner_text()
-    page.locator("#feedback-stop").click()
-    page.locator("#feedback-status-line[data-status=stopped]").wait_for(timeout=240_000)
-    assert page.locator("#feedback-compare tr.feedback-row").count() >= 4
-    assert "reward" in page.locator("#feedback-compare").inner_text()
+    page.locator("#feedback-status-line[data-status=done]").wait_for(timeout=400_000)
+    compare = page.locator("#feedback-compare")
+    assert compare.locator("tr.feedback-row").count() == 6 + len(UNSEEN)  # the preset's held-out prompts + yours
+    own = compare.locator("tr.feedback-own")
+    assert own.count() == len(UNSEEN)
+    before = sum(len(own.nth(i).locator("td").nth(1).inner_text()) for i in range(len(UNSEEN)))
+    after = sum(len(own.nth(i).locator("td").nth(2).inner_text()) for i in range(len(UNSEEN)))
+    assert after < 0.85 * before  # the preference reached prompts no preset shows
+    assert "Ottawa" in own.nth(0).locator("td").nth(2).inner_text()  # the fact kept
+    rows = compare.locator("tr.feedback-row")
+    assert not any("🔁" in rows.nth(i).locator("td").nth(2).inner_text()  # and no answer loops (some did before)
+                   for i in range(rows.count()))
+    assert page.locator("#feedback-carry").get_attribute("data-carried") == "yes"
+    assert float(compare.get_attribute("data-mean-after")) < float(compare.get_attribute("data-mean-before"))
 
 
 def test_the_api_runs_rlhf_for_its_session_and_chats_with_the_aligned_model(app_client, chat_model):

@@ -191,3 +191,32 @@ def test_presets_are_valid_and_hold_out_pairs_they_never_train_on():
         assert not {x.prompt for x in p.pairs} & {x.prompt for x in p.held_out_pairs}
     assert preferences.preset("overoptimise").pairs == preferences.preset("friendly").pairs
     assert preferences.preset("overoptimise").settings.learning_rate > preferences.preset("friendly").settings.learning_rate
+
+
+def test_a_presenters_own_prompts_are_read_one_per_line_and_bounded():
+    assert preferences.own_prompts("  Why do cats purr?\n\n  List two colours. \n") == ["Why do cats purr?",
+                                                                                        "List two colours."]
+    assert preferences.own_prompts("") == [] and preferences.own_prompts("  \n ") == []
+    with pytest.raises(TrainingError) as refused:
+        preferences.own_prompts("x" * 10_000)
+    assert refused.value.code == "prompt_long" and "1500" in str(refused.value)
+    with pytest.raises(TrainingError) as refused:
+        preferences.own_prompts("\n".join(f"Question {i}?" for i in range(5)))
+    assert refused.value.code == "too_many_prompts"
+
+
+def test_the_chosen_answers_next_token_loss_can_join_dpos(tiny_chat):
+    """sft_weight > 0 adds TRL's "sft" loss on the chosen answers to DPO's: the run logs the same curves, and the
+    chosen answers end up likelier than with DPO alone."""
+    pairs = [Preference(f"Name a colour, {i}.", "Blue.", "Blue is a lovely colour, like the sky.") for i in range(4)]
+    chosen_logps = {}
+    for weight in (0.0, 1.0):
+        run = dpo.start_run(pairs, "", DPOSettings(max_steps=4, batch_size=2, lora_r=4, learning_rate=5e-3,
+                                                   sft_weight=weight), tiny_chat)
+        run.wait(120)
+        assert run.status == "done", run.error
+        assert math.isfinite(run.last("rewards/margins")) and math.isfinite(run.last("kl"))
+        chosen_logps[weight] = run.last("logps/chosen")
+    assert chosen_logps[1.0] > chosen_logps[0.0]
+    with pytest.raises(TrainingError):
+        preferences.validate_settings(DPOSettings(sft_weight=5.0))
