@@ -300,7 +300,8 @@ def finetune_api(preset: str = "identity", name: str = "Nova", jsonl: str = "", 
         held-out and control question the answers before and after.
     """
     try:
-        chosen = sft_data.preset(preset if preset in sft_data.PRESETS else "identity", name)
+        known = preset in sft_data.PRESETS  # a custom run's table is its own: no name to check
+        chosen = sft_data.preset(preset if known else "identity", name if known else None)
         pairs, system = sft_data.from_jsonl(jsonl) if str(jsonl or "").strip() else (chosen.pairs, "")
         if preset not in sft_data.PRESETS and not str(jsonl or "").strip():
             raise TrainingError("preset", f"Unknown preset {preset!r}: use one of {', '.join(sft_data.PRESETS)}",
