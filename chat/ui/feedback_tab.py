@@ -271,11 +271,13 @@ def _change(rows: list[dict]) -> float:
 
 
 def carry_over(run: dpo.DPORun, request: gr.Request | None) -> str:
-    """Whether the change reached the presenter's own prompts, and why not when it did not (only for the concise
-    presets, whose effect is a length): DPO moves what its pairs show, and little beyond."""
+    """Whether the change reached the presenter's own prompts, and why not when it did not. Said for pairs whose
+    chosen answers are clearly shorter (the concise preset, and a table grown from it), where the effect is a length:
+    DPO moves what its pairs show, and little beyond."""
     own = [r for r in run.comparisons if r["question"] in run.own]
     preset_rows = [r for r in run.comparisons if r["question"] not in run.own]
-    if not own or not preset_rows or run.preset not in ("concise", "overoptimise"):
+    about_length = sum(len(p.chosen) for p in run.pairs) < 0.7 * sum(len(p.rejected) for p in run.pairs)
+    if not own or not preset_rows or not about_length:
         return ""
     mine, theirs = _change(own), _change(preset_rows)
     key = "feedback.carried" if mine <= CARRIED else "feedback.not_carried"

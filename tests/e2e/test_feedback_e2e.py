@@ -8,8 +8,8 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-UNSEEN = [("What is the capital of Canada?", ["Ottawa"]), ("Why do leaves change colour in autumn?", None),
-          ("Give me a tip for learning a new language.", None), ("Name four musical instruments.", None)]
+# the preset's 6 held-out prompts and these 2 are answered in one batch of 8
+UNSEEN = [("What is the capital of Canada?", ["Ottawa"]), ("Why do leaves change colour in autumn?", None)]
 
 
 def test_the_tab_collects_a_preference_fits_a_reward_model_and_dpo_shortens_a_presenters_prompts(app_url, page,
